@@ -1,0 +1,114 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+/// One set of compiler settings for every target: Swift 6 language mode with
+/// complete concurrency checking, plus the upcoming features we hold ourselves to.
+let strictSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+]
+
+let package = Package(
+    name: "Ringstore",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "ringstore", targets: ["ringstore"]),
+        .library(name: "RingstoreClient", targets: ["RingstoreClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+    ],
+    targets: [
+        // Pure logic: no I/O, no clocks, no randomness it is not given, no dependencies.
+        .target(
+            name: "RingstoreCore",
+            swiftSettings: strictSettings
+        ),
+        // The log-structured, checksummed storage engine.
+        .target(
+            name: "RingstoreStorage",
+            dependencies: [
+                "RingstoreCore",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The shells: HTTP API, lifecycle, metrics; they drive the core's state machines.
+        .target(
+            name: "RingstoreServer",
+            dependencies: [
+                "RingstoreCore",
+                "RingstoreStorage",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The Swift client library used by the CLI and by Swift programs.
+        .target(
+            name: "RingstoreClient",
+            dependencies: [
+                "RingstoreCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        // The one binary: argument parsing and wiring only.
+        .executableTarget(
+            name: "ringstore",
+            dependencies: [
+                "RingstoreCore",
+                "RingstoreStorage",
+                "RingstoreServer",
+                "RingstoreClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "RingstoreCoreTests",
+            dependencies: ["RingstoreCore"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "RingstoreStorageTests",
+            dependencies: ["RingstoreStorage", "RingstoreCore"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "RingstoreServerTests",
+            dependencies: [
+                "RingstoreServer",
+                "RingstoreStorage",
+                "RingstoreCore",
+                "RingstoreClient",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
+            ],
+            swiftSettings: strictSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,295 @@
+import Foundation
+public import Hummingbird
+import HTTPTypes
+public import Logging
+import NIOCore
+public import Prometheus
+import RingstoreCore
+import RingstoreStorage
+
+/// The client HTTP API of DESIGN.md §3, as one responder with its own small router:
+/// every unknown path is a JSON 404 and every known path with the wrong method a JSON
+/// 405 with `Allow`, which a generic router would not give.
+///
+/// Keys arrive percent-encoded in the path and may contain `/`; everything after
+/// `/v1/kv/{table}/` is the key.
+public struct NodeHTTPAPI: HTTPResponder {
+    public typealias Context = BasicRequestContext
+
+    static let contextHeader = HTTPField.Name("X-Ringstore-Context")!
+    static let defaultContentType = "application/octet-stream"
+
+    let catalog: TableCatalog
+    let service: any KeyValueService
+    let maxValueBytes: Int
+    let registry: PrometheusCollectorRegistry?
+    let health: @Sendable () -> String
+    let logger: Logger
+    let metrics = HTTPMetrics()
+
+    public init(
+        catalog: TableCatalog, service: any KeyValueService, maxValueBytes: Int,
+        registry: PrometheusCollectorRegistry?, logger: Logger, health: @escaping @Sendable () -> String
+    ) {
+        self.catalog = catalog
+        self.service = service
+        self.maxValueBytes = maxValueBytes
+        self.registry = registry
+        self.logger = logger
+        self.health = health
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let started = ContinuousClock.now
+        var route = "unmatched"
+        let response: Response
+        do {
+            response = try await dispatch(request, route: &route)
+        } catch let error as APIError {
+            response = Self.errorResponse(error)
+        } catch let error as StorageError {
+            response = Self.errorResponse(Self.apiError(for: error))
+            if case .corruptRecord = error {} else { logger.error("storage error", metadata: ["error": "\(error)"]) }
+        } catch {
+            logger.error("unexpected error", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
+            response = Self.errorResponse(.internalError("The server failed to handle the request: \(error)"))
+        }
+        metrics.record(route: route, method: request.method.rawValue, status: response.status.code, duration: ContinuousClock.now - started)
+        return response
+    }
+
+    // MARK: Routing
+
+    private func dispatch(_ request: Request, route: inout String) async throws -> Response {
+        let path = request.uri.path
+        let segments = path.split(separator: "/", omittingEmptySubsequences: false).dropFirst()
+        switch (segments.first, segments.count) {
+        case ("healthz", 1):
+            route = "/healthz"
+            try allow([.get], request)
+            return Self.jsonResponse(.ok, health())
+        case ("metrics", 1):
+            route = "/metrics"
+            try allow([.get], request)
+            return metricsResponse()
+        case ("v1", _) where segments.count >= 2:
+            let rest = segments.dropFirst()
+            switch rest.first {
+            case "tables" where rest.count == 1:
+                route = "/v1/tables"
+                try allow([.get], request)
+                return listTables()
+            case "tables" where rest.count == 2:
+                route = "/v1/tables/{table}"
+                try allow([.get, .put, .delete], request)
+                return try await table(request, name: String(rest.last!))
+            case "kv" where rest.count >= 2:
+                route = "/v1/kv/{table}/{key}"
+                try allow([.get, .put, .delete], request)
+                let table = try lookUpTable(String(rest.dropFirst().first!))
+                let rawKey = rest.count >= 3 ? rest.dropFirst(2).joined(separator: "/") : ""
+                return try await keyValue(request, table: table, rawKey: rawKey)
+            default:
+                throw APIError.routeNotFound(path)
+            }
+        default:
+            throw APIError.routeNotFound(path)
+        }
+    }
+
+    private func allow(_ methods: [HTTPRequest.Method], _ request: Request) throws(APIError) {
+        guard methods.contains(request.method) else {
+            throw .methodNotAllowed(request.method, path: request.uri.path, allowed: methods)
+        }
+    }
+
+    private func lookUpTable(_ rawName: String) throws(APIError) -> TableDefinition {
+        let name = try Self.decodePathSegment(rawName)
+        guard let table = catalog.table(named: name) else {
+            do { try Validation.checkTableName(name) } catch { throw APIError(error) }
+            throw .tableNotFound(name)
+        }
+        return table
+    }
+
+    // MARK: Key-value routes
+
+    private func keyValue(_ request: Request, table: TableDefinition, rawKey: String) async throws -> Response {
+        let key: [UInt8]
+        do {
+            key = try Validation.percentDecode(rawKey)
+            try Validation.checkKey(key)
+        } catch {
+            throw APIError(error)
+        }
+        let context = try Self.context(from: request)
+        switch request.method {
+        case .get:
+            let r = try Self.quorum("r", request, table: table)
+            return try await read(table: table, key: key, r: r)
+        case .put:
+            let w = try Self.quorum("w", request, table: table)
+            var request = request
+            let value = try await collectValue(&request)
+            let contentType = request.headers[.contentType] ?? Self.defaultContentType
+            do { try Validation.checkContentType(contentType) } catch { throw APIError(error) }
+            let newContext = try await service.put(
+                table: table, key: key, sibling: Sibling(contentType: contentType, data: value), context: context, w: w)
+            return Self.noContent(context: newContext)
+        case .delete:
+            let w = try Self.quorum("w", request, table: table)
+            let newContext = try await service.delete(table: table, key: key, context: context, w: w)
+            return Self.noContent(context: newContext)
+        default:
+            throw APIError.internalError("internal inconsistency in routing: \(request.method) reached the key-value handler")
+        }
+    }
+
+    private func read(table: TableDefinition, key: [UInt8], r: Int?) async throws -> Response {
+        switch try await service.get(table: table, key: key, r: r) {
+        case .notFound(let context):
+            var response = Self.errorResponse(APIError(.notFound, code: "key_not_found", message: "The key has no value in table '\(table.name)'."))
+            if let context { response.headers[Self.contextHeader] = Self.encodeContext(context) }
+            return response
+        case .found(let object):
+            let siblings = object.values
+            if siblings.count == 1, let only = siblings.first, !only.isTombstone {
+                var headers = HTTPFields()
+                headers[.contentType] = only.contentType
+                headers[Self.contextHeader] = Self.encodeContext(object.context)
+                return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: only.data)))
+            }
+            return Self.siblingsResponse(table: table.name, key: key, object: object)
+        }
+    }
+
+    /// Collects a PUT body, refusing it as soon as it passes the node's value limit.
+    private func collectValue(_ request: inout Request) async throws -> [UInt8] {
+        if let length = request.headers[.contentLength].flatMap(Int.init), length > maxValueBytes {
+            throw APIError(InputError.valueTooLarge(bytes: length, max: maxValueBytes))
+        }
+        do {
+            let buffer = try await request.collectBody(upTo: maxValueBytes)
+            return Array(buffer.readableBytesView)
+        } catch is NIOTooManyBytesError {
+            throw APIError(InputError.valueTooLarge(bytes: maxValueBytes + 1, max: maxValueBytes))
+        }
+    }
+
+    // MARK: Table routes
+
+    private func listTables() -> Response {
+        let items = catalog.all.map(Self.tableJSON).joined(separator: ",")
+        return Self.jsonResponse(.ok, "{\"tables\":[\(items)]}")
+    }
+
+    private func table(_ request: Request, name rawName: String) async throws -> Response {
+        let name = try Self.decodePathSegment(rawName)
+        switch request.method {
+        case .get:
+            guard let table = catalog.table(named: name) else { throw APIError.tableNotFound(name) }
+            return Self.jsonResponse(.ok, Self.tableJSON(table))
+        case .put:
+            var request = request
+            let body = try await request.collectBody(upTo: 64 << 10)
+            let tableRequest: TableRequest
+            if body.readableBytes == 0 {
+                tableRequest = TableRequest()
+            } else {
+                do { tableRequest = try JSONDecoder().decode(TableRequest.self, from: Data(body.readableBytesView)) } catch {
+                    throw APIError.invalidJSON("expected {\"n\": int, \"r\": int, \"w\": int, \"consistency\": \"eventual\"}, all optional")
+                }
+            }
+            let (table, created) = try await catalog.create(name: name, request: tableRequest)
+            return Self.jsonResponse(created ? .created : .ok, Self.tableJSON(table))
+        case .delete:
+            _ = try await catalog.remove(name: name)
+            try await service.removeAllKeys(of: name)
+            return Response(status: .noContent)
+        default:
+            throw APIError.internalError("internal inconsistency in routing: \(request.method) reached the table handler")
+        }
+    }
+
+    // MARK: Responses
+
+    private func metricsResponse() -> Response {
+        var bytes: [UInt8] = []
+        registry?.emit(into: &bytes)
+        var headers = HTTPFields()
+        headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+        return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    static func errorResponse(_ error: APIError) -> Response {
+        var response = jsonResponse(error.status, error.body)
+        for field in error.headers { response.headers.append(field) }
+        return response
+    }
+
+    static func jsonResponse(_ status: HTTPResponse.Status, _ json: String) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
+    }
+
+    static func noContent(context: VersionVector) -> Response {
+        var headers = HTTPFields()
+        headers[contextHeader] = encodeContext(context)
+        return Response(status: .noContent, headers: headers)
+    }
+
+    static func siblingsResponse(table: String, key: [UInt8], object: StoredObject) -> Response {
+        let context = encodeContext(object.context)
+        let siblings = object.values.map { sibling in
+            "{\"content_type\":\(JSONText.quote(sibling.contentType)),\"value_base64\":\"\(Data(sibling.data).base64EncodedString())\",\"deleted\":\(sibling.isTombstone)}"
+        }
+        let keyText = String(decoding: key, as: UTF8.self)
+        let json = "{\"table\":\(JSONText.quote(table)),\"key\":\(JSONText.quote(keyText)),\"context\":\"\(context)\",\"siblings\":[\(siblings.joined(separator: ","))]}"
+        var response = jsonResponse(.multipleChoices, json)
+        response.headers[contextHeader] = context
+        return response
+    }
+
+    static func tableJSON(_ table: TableDefinition) -> String {
+        "{\"name\":\(JSONText.quote(table.name)),\"n\":\(table.n),\"r\":\(table.r),\"w\":\(table.w),\"consistency\":\"\(table.consistency.rawValue)\"}"
+    }
+
+    // MARK: Parsing
+
+    static func decodePathSegment(_ raw: String) throws(APIError) -> String {
+        let bytes: [UInt8]
+        do { bytes = try Validation.percentDecode(raw) } catch { throw APIError(error) }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw APIError(InputError.keyNotUTF8) }
+        return text
+    }
+
+    static func encodeContext(_ context: VersionVector) -> String {
+        Data(context.encode()).base64EncodedString()
+    }
+
+    static func context(from request: Request) throws(APIError) -> VersionVector? {
+        guard let text = request.headers[contextHeader], !text.isEmpty else { return nil }
+        guard let data = Data(base64Encoded: text) else { throw .invalidContext("not base64") }
+        do { return try VersionVector(decoding: Array(data)) } catch { throw .invalidContext(error.reason) }
+    }
+
+    static func quorum(_ name: String, _ request: Request, table: TableDefinition) throws(APIError) -> Int? {
+        guard let text = request.uri.queryParameters[Substring(name)] else { return nil }
+        guard let value = Int(text), (1...table.n).contains(value) else { throw .invalidQuorum(name, String(text), n: table.n) }
+        return value
+    }
+
+    static func apiError(for error: StorageError) -> APIError {
+        switch error {
+        case .diskFull:
+            APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "disk_full", message: "The node's disk is full; nothing was written. Retry once space is freed.")
+        case .closed:
+            APIError(.serviceUnavailable, code: "shutting_down", message: "The node is shutting down; retry on another node.")
+        case .corruptRecord:
+            APIError(.internalServerError, code: "corrupt_record", message: "The stored record failed its checksum and is not served.")
+        case .io, .locked, .failed, .recordTooLarge:
+            APIError(.internalServerError, code: "storage_error", message: "The storage engine failed: \(error).")
+        }
+    }
+}

@@ -1,0 +1,99 @@
+import Foundation
+public import Logging
+import CoreMetrics
+import HTTPTypes
+public import RingstoreCore
+public import RingstoreStorage
+
+/// What a read found.
+public enum ReadResult: Sendable, Equatable {
+    /// No value; `context` is set when the key holds only tombstones, so a writer can supersede them.
+    case notFound(context: VersionVector?)
+    /// The key's versions: one sibling, or several concurrent ones.
+    case found(StoredObject)
+}
+
+/// The eventual data path as the HTTP API sees it. A single node serves it from its
+/// own disk; a cluster coordinator implements it with replicas.
+public protocol KeyValueService: Sendable {
+    func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult
+    /// Stores `sibling` as a new version that supersedes what `context` saw; returns the new context.
+    func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector
+    /// Writes a tombstone superseding what `context` saw; returns the new context.
+    func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector
+    /// Removes every key of a table that is being dropped.
+    func removeAllKeys(of table: String) async throws
+}
+
+/// The eventual data path of a cluster of one: every key lives on this node (N=1),
+/// versioned with a dotted version vector set whose actor is this node's data folder.
+public final class LocalKeyValueService: KeyValueService {
+    private let storage: StorageEngine
+    private let partitioning: Partitioning
+    private let actor: ActorID
+    private let logger: Logger
+
+    public init(storage: StorageEngine, partitioning: Partitioning, actor: ActorID, logger: Logger) {
+        self.storage = storage
+        self.partitioning = partitioning
+        self.actor = actor
+        self.logger = logger
+    }
+
+    public func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
+        let partition = partitioning.partition(table: table.name, key: key)
+        guard let bytes = try storage.get(partition: partition, key: StorageKeyCodec.encode(table: table.name, key: key)) else {
+            return .notFound(context: nil)
+        }
+        let object = try Self.decode(bytes)
+        if object.isDeleted && object.siblingCount == 1 { return .notFound(context: object.context) }
+        return .found(object)
+    }
+
+    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
+        try await write(table: table, key: key, sibling: sibling, context: context)
+    }
+
+    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
+        try await write(table: table, key: key, sibling: .tombstone, context: context)
+    }
+
+    public func removeAllKeys(of table: String) async throws {
+        for (partition, _) in storage.keyCountsByPartition() {
+            for storageKey in storage.keys(in: partition) {
+                guard let decoded = StorageKeyCodec.decode(storageKey), decoded.table == table else { continue }
+                try await storage.delete(partition: partition, key: storageKey)
+            }
+        }
+    }
+
+    /// Merges a new version into the stored object under the key's update lock.
+    /// With one replica, an object that holds only tombstones is purged at once:
+    /// every replica (this one) has the tombstone.
+    private func write(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?) async throws -> VersionVector {
+        let partition = partitioning.partition(table: table.name, key: key)
+        let actor = self.actor
+        let updated: StoredObject = try await storage.update(partition: partition, key: StorageKeyCodec.encode(table: table.name, key: key)) { current in
+            let existing = try current.map(Self.decode) ?? StoredObject()
+            let updated = existing.update(with: .fresh(sibling, context: context), actor: actor)
+            guard updated.siblingCount <= Limits.siblingsMax else {
+                throw APIError(.conflict, code: "too_many_siblings", message: "This write would leave \(updated.siblingCount) concurrent versions of the key; at most \(Limits.siblingsMax) are kept. Read the key and write with its context to resolve them.")
+            }
+            if updated.isDeleted && table.n == 1 { return (.delete, updated) }
+            return (.put(StoredObject.encodeObject(updated)), updated)
+        }
+        if updated.siblingCount > Limits.siblingsWarn {
+            ServerMetrics.siblingsOverWarning.increment()
+            logger.warning("key has many siblings", metadata: ["table": "\(table.name)", "siblings": "\(updated.siblingCount)"])
+        }
+        return updated.context
+    }
+
+    static func decode(_ bytes: [UInt8]) throws -> StoredObject {
+        do {
+            return try StoredObject.decodeObject(bytes)
+        } catch {
+            throw APIError.internalError("A stored value could not be decoded (\(error.reason)).")
+        }
+    }
+}

@@ -1,0 +1,194 @@
+import Foundation
+import HTTPTypes
+public import RingstoreCore
+public import RingstoreStorage
+import Synchronization
+
+/// How a table keeps its keys.
+public enum Consistency: String, Codable, Sendable {
+    /// Dynamo: always writable, concurrent writes kept as siblings.
+    case eventual
+    /// Per-key compare-and-set (not yet served by this version).
+    case linearizable
+}
+
+/// A table's properties, as `PUT /v1/tables/{name}` takes and `GET` returns them.
+public struct TableDefinition: Codable, Sendable, Equatable {
+    public var name: String
+    /// Replicas of every key.
+    public var n: Int
+    /// Default read quorum.
+    public var r: Int
+    /// Default write quorum.
+    public var w: Int
+    public var consistency: Consistency
+
+    public init(name: String, n: Int, r: Int, w: Int, consistency: Consistency) {
+        self.name = name
+        self.n = n
+        self.r = r
+        self.w = w
+        self.consistency = consistency
+    }
+}
+
+/// The body of `PUT /v1/tables/{name}`: every field optional.
+struct TableRequest: Decodable {
+    var n: Int?
+    var r: Int?
+    var w: Int?
+    var consistency: Consistency?
+}
+
+/// The tables of this cluster, kept in memory and persisted as one record in the
+/// storage engine (table `_system`, key `tables`), so that a restart finds them.
+///
+/// Thread safety: all methods may be called concurrently; changes are serialised.
+public final class TableCatalog: Sendable {
+    static let systemTable = "_system"
+    static let catalogKey = Array("tables".utf8)
+    public static let defaultTableName = "default"
+
+    private let storage: StorageEngine
+    private let partitioning: Partitioning
+    private let clusterSize: Int
+    private let tables: Mutex<[String: TableDefinition]>
+    /// Serialises changes so two creations of one table cannot both succeed.
+    private let changeLock = AsyncLock()
+
+    /// Loads the catalogue, creating the `default` table if it is missing.
+    public init(storage: StorageEngine, partitioning: Partitioning, clusterSize: Int) async throws {
+        self.storage = storage
+        self.partitioning = partitioning
+        self.clusterSize = clusterSize
+        let partition = partitioning.partition(table: Self.systemTable, key: Self.catalogKey)
+        let stored = try storage.get(partition: partition, key: StorageKeyCodec.encode(table: Self.systemTable, key: Self.catalogKey))
+        var tables: [String: TableDefinition] = [:]
+        if let stored {
+            for table in try JSONDecoder().decode([TableDefinition].self, from: Data(stored)) { tables[table.name] = table }
+        }
+        let missingDefault = tables[Self.defaultTableName] == nil
+        if missingDefault {
+            tables[Self.defaultTableName] = Self.defaults(name: Self.defaultTableName, clusterSize: clusterSize)
+        }
+        self.tables = Mutex(tables)
+        if missingDefault { try await persist() }
+    }
+
+    /// The defaults a new table gets: N=3, R=W=2, or all nodes and majorities in a smaller cluster.
+    static func defaults(name: String, clusterSize: Int) -> TableDefinition {
+        let n = min(3, clusterSize)
+        let majority = n / 2 + 1
+        return TableDefinition(name: name, n: n, r: majority, w: majority, consistency: .eventual)
+    }
+
+    public func table(named name: String) -> TableDefinition? {
+        tables.withLock { $0[name] }
+    }
+
+    public var all: [TableDefinition] {
+        tables.withLock { Array($0.values) }.sorted { $0.name < $1.name }
+    }
+
+    /// Creates a table, or confirms one that exists with the same properties.
+    /// Returns whether it was created.
+    func create(name: String, request: TableRequest) async throws -> (TableDefinition, created: Bool) {
+        do { try Validation.checkTableName(name) } catch { throw APIError(error) }
+        let definition = try validated(name: name, request: request)
+        return try await changeLock.withLock {
+            if let existing = table(named: name) {
+                guard existing == definition || request.isEmpty else {
+                    throw APIError(.conflict, code: "table_exists", message: "Table '\(name)' exists with other properties (n=\(existing.n), r=\(existing.r), w=\(existing.w), \(existing.consistency.rawValue)); a table's properties cannot change.")
+                }
+                return (existing, false)
+            }
+            tables.withLock { $0[name] = definition }
+            try await persist()
+            return (definition, true)
+        }
+    }
+
+    /// Removes a table from the catalogue. The caller deletes its keys.
+    func remove(name: String) async throws -> TableDefinition {
+        guard name != Self.defaultTableName else {
+            throw APIError(.conflict, code: "table_protected", message: "The default table always exists and cannot be deleted.")
+        }
+        return try await changeLock.withLock {
+            guard let removed = tables.withLock({ $0.removeValue(forKey: name) }) else { throw APIError.tableNotFound(name) }
+            try await persist()
+            return removed
+        }
+    }
+
+    private func validated(name: String, request: TableRequest) throws(APIError) -> TableDefinition {
+        let defaults = Self.defaults(name: name, clusterSize: clusterSize)
+        let n = request.n ?? defaults.n
+        guard n >= 1, n <= min(Limits.replicasMax, clusterSize) else {
+            throw APIError(.badRequest, code: "invalid_table", message: "n=\(n) is not possible: this cluster has \(clusterSize) node(s), so n is 1 to \(min(Limits.replicasMax, clusterSize)).")
+        }
+        let majority = n / 2 + 1
+        let r = request.r ?? min(defaults.r, majority)
+        let w = request.w ?? min(defaults.w, majority)
+        guard (1...n).contains(r), (1...n).contains(w) else {
+            throw APIError(.badRequest, code: "invalid_table", message: "r=\(r), w=\(w) must each be 1 to n=\(n).")
+        }
+        let consistency = request.consistency ?? .eventual
+        guard consistency == .eventual else {
+            throw APIError(.badRequest, code: "unsupported_consistency", message: "This version serves eventual tables only; linearizable tables are not available yet.")
+        }
+        return TableDefinition(name: name, n: n, r: r, w: w, consistency: consistency)
+    }
+
+    private func persist() async throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        let bytes = Array(try encoder.encode(all))
+        let partition = partitioning.partition(table: Self.systemTable, key: Self.catalogKey)
+        try await storage.put(partition: partition, key: StorageKeyCodec.encode(table: Self.systemTable, key: Self.catalogKey), value: bytes)
+    }
+}
+
+extension TableRequest {
+    var isEmpty: Bool { n == nil && r == nil && w == nil && consistency == nil }
+}
+
+/// A lock that suspends instead of blocking, for sections that await.
+final class AsyncLock: Sendable {
+    private struct State {
+        var locked = false
+        var waiters: [CheckedContinuation<Void, Never>] = []
+    }
+
+    private let state = Mutex(State())
+
+    func withLock<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        await acquire()
+        defer { release() }
+        return try await body()
+    }
+
+    private func acquire() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let acquired = state.withLock { state in
+                if state.locked {
+                    state.waiters.append(continuation)
+                    return false
+                }
+                state.locked = true
+                return true
+            }
+            if acquired { continuation.resume() }
+        }
+    }
+
+    private func release() {
+        let next = state.withLock { state -> CheckedContinuation<Void, Never>? in
+            if state.waiters.isEmpty {
+                state.locked = false
+                return nil
+            }
+            return state.waiters.removeFirst()
+        }
+        next?.resume()
+    }
+}

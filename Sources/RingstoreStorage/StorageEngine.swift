@@ -1,0 +1,394 @@
+import Foundation
+import Glibc
+public import Logging
+import CoreMetrics
+import Metrics
+public import RingstoreCore
+import Synchronization
+
+/// What `StorageEngine.update` should do with a key.
+public enum StorageUpdate: Sendable, Equatable {
+    /// Leave the key as it is.
+    case keep
+    /// Store this value.
+    case put([UInt8])
+    /// Remove the key.
+    case delete
+}
+
+/// One of the locks that serialise `update` calls on keys hashing to it.
+final class UpdateStripe: Sendable {
+    let lock = Mutex<Void>(())
+}
+
+/// A log-structured, checksummed key-value store for one node (Bitcask-shaped).
+///
+/// Records are appended to segment files; an in-memory key directory, one index per
+/// ring partition, points at the newest record of every key. Closed segments get hint
+/// files so a restart reads keys, not values. A background merge rewrites closed
+/// segments without their superseded records and tombstones.
+///
+/// Thread safety: every method may be called from any thread or task. Reads take a
+/// lock only to look up the key; the value is read without it. Writes are appended
+/// under the lock; with `Durability.always` the caller then waits, off the lock, for
+/// the group fsync that covers its record.
+public final class StorageEngine: Sendable {
+    struct SegmentUsage {
+        var totalBytes = 0
+        var liveBytes = 0
+    }
+
+    struct State: ~Copyable {
+        var directory = KeyDirectory()
+        var segments: [UInt32: SegmentFile] = [:]
+        var usage: [UInt32: SegmentUsage] = [:]
+        var active: SegmentFile
+        var activeBytes = 0
+        var nextSegmentID: UInt32
+        var nextSequence: UInt64
+        var writtenSequence: UInt64
+        var syncedSequence: UInt64
+        var waiters: [(sequence: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        /// Closed segments that still need a hint file.
+        var segmentsNeedingHints: [UInt32] = []
+        /// Callers of `merge()` waiting for the maintenance thread.
+        var mergeRequests: [CheckedContinuation<MergeReport, any Error>] = []
+        /// Set after an fsync fails: nobody can know what reached the disk, so writes stop.
+        var failure: StorageError?
+        var isClosed = false
+    }
+
+    let directoryPath: String
+    let options: StorageOptions
+    let logger: Logger
+    let state: Mutex<State>
+    let metrics: StorageMetrics
+    private let lockDescriptor: Int32
+    /// What recovery found when this engine opened.
+    public let recoveryReport: RecoveryReport
+    private let updateStripes = (0..<256).map { _ in UpdateStripe() }
+    private let syncer = WorkerThread(name: "ringstore-sync")
+    private let maintainer = WorkerThread(name: "ringstore-maintenance")
+
+    /// Opens (creating if needed) the store in `directory`, recovering what is there.
+    /// Fails with `StorageError.locked` if another process has it open.
+    public init(directory: String, options: StorageOptions = StorageOptions(), logger: Logger) throws(StorageError) {
+        try FileSystem.createDirectory(directory)
+        let lockDescriptor = try FileSystem.lockExclusively(directory + "/LOCK")
+        self.directoryPath = directory
+        self.options = options
+        self.logger = logger
+        self.lockDescriptor = lockDescriptor
+        self.metrics = StorageMetrics()
+        let recovered: Recovery.Result
+        do {
+            recovered = try Recovery.run(directory: directory, logger: logger)
+        } catch {
+            Glibc.close(lockDescriptor)
+            throw error
+        }
+        self.recoveryReport = recovered.report
+        self.state = Mutex(State(
+            directory: recovered.directory,
+            segments: recovered.segments,
+            usage: recovered.usage,
+            active: recovered.active,
+            nextSegmentID: recovered.active.id + 1,
+            nextSequence: recovered.nextSequence,
+            writtenSequence: recovered.nextSequence - 1,
+            syncedSequence: recovered.nextSequence - 1,
+            segmentsNeedingHints: recovered.segmentsNeedingHints
+        ))
+        startBackgroundThreads()
+    }
+
+    // MARK: Reads
+
+    /// The value stored for `key` in `partition`, or nil if there is none.
+    /// Throws `StorageError.corruptRecord` if the record fails its checksum: it is never served.
+    public func get(partition: PartitionID, key: [UInt8]) throws(StorageError) -> [UInt8]? {
+        let found: (Location, SegmentFile)? = try state.withLock { state throws(StorageError) in
+            if state.isClosed { throw .closed }
+            guard let location = state.directory.location(partition: partition.rawValue, key: key) else { return nil }
+            return (location, state.segments[location.segment]!)
+        }
+        guard let (location, file) = found else { return nil }
+        let record = try file.read(offset: Int(location.offset), count: Int(location.recordBytes))
+        let value: [UInt8]? = record.withUnsafeBytes { raw in
+            guard raw.count == Int(location.recordBytes),
+                  let header = RecordFormat.header(in: raw),
+                  header.recordBytes == raw.count, header.kind == .value, header.sequence == location.sequence,
+                  RecordFormat.checksumMatches(header, record: raw),
+                  raw[RecordFormat.headerBytes..<(RecordFormat.headerBytes + header.keyLength)].elementsEqual(key)
+            else { return nil }
+            return Array(raw[(RecordFormat.headerBytes + header.keyLength)...])
+        }
+        guard let value else {
+            metrics.corruptReads.increment()
+            logger.error("record failed its checksum; not serving it", metadata: [
+                "segment": "\(location.segment)", "offset": "\(location.offset)", "partition": "\(partition.rawValue)",
+            ])
+            throw .corruptRecord(segment: location.segment, offset: Int(location.offset))
+        }
+        metrics.reads.increment()
+        return value
+    }
+
+    /// Whether `key` has a value in `partition`.
+    public func contains(partition: PartitionID, key: [UInt8]) -> Bool {
+        state.withLock { $0.directory.location(partition: partition.rawValue, key: key) != nil }
+    }
+
+    /// The keys of one partition in byte order: for streaming a partition to another
+    /// node and for building its Merkle tree.
+    public func keys(in partition: PartitionID) -> [[UInt8]] {
+        let keys = state.withLock { state in state.directory.partitions[partition.rawValue].map { Array($0.keys) } ?? [] }
+        return keys.sorted { $0.lexicographicallyPrecedes($1) }
+    }
+
+    /// How many keys each non-empty partition holds.
+    public func keyCountsByPartition() -> [PartitionID: Int] {
+        state.withLock { state in
+            var counts: [PartitionID: Int] = [:]
+            for (partition, entries) in state.directory.partitions where !entries.isEmpty {
+                counts[PartitionID(rawValue: partition)] = entries.count
+            }
+            return counts
+        }
+    }
+
+    /// Sizes of the store right now.
+    public var statistics: StorageStatistics {
+        state.withLock { state in
+            let total = state.usage.values.reduce(0) { $0 + $1.totalBytes }
+            let live = state.usage.values.reduce(0) { $0 + $1.liveBytes }
+            return StorageStatistics(keys: state.directory.count, segments: state.segments.count, totalBytes: total, liveBytes: live)
+        }
+    }
+
+    // MARK: Writes
+
+    /// Stores `value` for `key` in `partition`; returns when the durability policy is met.
+    public func put(partition: PartitionID, key: [UInt8], value: [UInt8]) async throws {
+        let sequence = try append(.value, partition: partition.rawValue, key: key, value: value)
+        metrics.writes.increment()
+        try await waitUntilDurable(sequence)
+    }
+
+    /// Removes `key` from `partition` by appending a tombstone; returns when the durability policy is met.
+    public func delete(partition: PartitionID, key: [UInt8]) async throws {
+        let sequence = try append(.tombstone, partition: partition.rawValue, key: key, value: [])
+        metrics.deletes.increment()
+        try await waitUntilDurable(sequence)
+    }
+
+    /// Removes every key of `partition` with one record (after its data moved to another node).
+    public func dropPartition(_ partition: PartitionID) async throws {
+        let sequence = try append(.partitionDrop, partition: partition.rawValue, key: [], value: [])
+        try await waitUntilDurable(sequence)
+    }
+
+    /// Reads the key, lets `decide` choose what to write from what is there, and writes
+    /// it, with no other `update` of the same key in between: the read-modify-write
+    /// that merging versions needs. `decide` runs synchronously under a lock striped by
+    /// key and must be quick. Returns once the durability policy is met for the write.
+    public func update<Result: Sendable>(
+        partition: PartitionID, key: [UInt8],
+        _ decide: ([UInt8]?) throws -> (StorageUpdate, Result)
+    ) async throws -> Result {
+        let stripe = updateStripes[Int(UInt(bitPattern: key.hashValue) % UInt(updateStripes.count))]
+        let (sequence, result): (UInt64?, Result) = try stripe.lock.withLock { _ in
+            let (decision, result) = try decide(try get(partition: partition, key: key))
+            switch decision {
+            case .keep:
+                return (nil, result)
+            case .put(let value):
+                metrics.writes.increment()
+                return (try append(.value, partition: partition.rawValue, key: key, value: value), result)
+            case .delete:
+                metrics.deletes.increment()
+                return (try append(.tombstone, partition: partition.rawValue, key: key, value: []), result)
+            }
+        }
+        if let sequence { try await waitUntilDurable(sequence) }
+        return result
+    }
+
+    /// Returns once everything written before the call is on the device.
+    public func sync() async throws {
+        let sequence = state.withLock { $0.writtenSequence }
+        try await waitUntilDurable(sequence, force: true)
+    }
+
+    /// Appends one record and updates the key directory; returns its sequence number.
+    private func append(_ kind: RecordFormat.Kind, partition: UInt32, key: [UInt8], value: [UInt8]) throws(StorageError) -> UInt64 {
+        guard key.count <= Int(UInt16.max),
+              RecordFormat.headerBytes + key.count + value.count <= options.segmentBytesMax
+        else { throw .recordTooLarge(keyBytes: key.count, valueBytes: value.count) }
+        var record: [UInt8] = []
+        let partialChecksum = RecordFormat.append(sequence: 0, partition: partition, kind: kind, key: key, value: value, to: &record)
+        return try state.withLock { state throws(StorageError) in
+            if state.isClosed { throw .closed }
+            if let failure = state.failure { throw failure }
+            if state.activeBytes > 0 && state.activeBytes + record.count > options.segmentBytesMax {
+                try roll(&state)
+            }
+            let sequence = state.nextSequence
+            RecordFormat.seal(&record, sequence: sequence, partialChecksum: partialChecksum)
+            let offset = state.activeBytes
+            do throws(StorageError) {
+                try state.active.write(record, at: offset)
+            } catch {
+                // Leave no partial record behind: the next write starts at the same offset.
+                try? state.active.truncate(to: offset)
+                throw error
+            }
+            state.activeBytes += record.count
+            state.nextSequence += 1
+            state.writtenSequence = sequence
+            let location = Location(segment: state.active.id, offset: UInt32(offset), recordBytes: UInt32(record.count), sequence: sequence)
+            apply(kind, partition: partition, key: key, location: location, to: &state)
+            return sequence
+        }
+    }
+
+    /// Updates the key directory and the live-byte accounting for a record just appended.
+    private func apply(_ kind: RecordFormat.Kind, partition: UInt32, key: [UInt8], location: Location, to state: inout State) {
+        state.usage[location.segment, default: SegmentUsage()].totalBytes += Int(location.recordBytes)
+        var superseded: [Location] = []
+        switch kind {
+        case .value:
+            state.usage[location.segment]!.liveBytes += Int(location.recordBytes)
+            if let previous = state.directory.set(partition: partition, key: key, location: location) { superseded.append(previous) }
+        case .tombstone:
+            if let previous = state.directory.remove(partition: partition, key: key) { superseded.append(previous) }
+        case .partitionDrop:
+            superseded = state.directory.removeEntries(of: partition, olderThan: location.sequence)
+        }
+        for previous in superseded {
+            state.usage[previous.segment]?.liveBytes -= Int(previous.recordBytes)
+        }
+    }
+
+    /// Closes the active segment and starts a new one. Runs under the state lock.
+    private func roll(_ state: inout State) throws(StorageError) {
+        if options.durability != .never {
+            // Records in the old file must be durable before the syncer, which only
+            // syncs the active file, acknowledges anything newer.
+            try state.active.sync()
+        }
+        let next = try SegmentFile.create(id: state.nextSegmentID, path: SegmentNames.segmentPath(directoryPath, state.nextSegmentID))
+        try FileSystem.syncDirectory(directoryPath)
+        state.segmentsNeedingHints.append(state.active.id)
+        state.segments[next.id] = next
+        state.usage[next.id] = SegmentUsage()
+        state.active = next
+        state.activeBytes = 0
+        state.nextSegmentID += 1
+        maintainer.signal()
+    }
+
+    // MARK: Durability
+
+    /// Suspends until `sequence` is durable under the policy. `force` makes even
+    /// `never` wait for an fsync (an explicit `sync()`).
+    private func waitUntilDurable(_ sequence: UInt64, force: Bool = false) async throws {
+        switch options.durability {
+        case .never, .interval: if !force { return }
+        case .always: break
+        }
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let ready: Result<Void, StorageError>? = state.withLock { state in
+                if let failure = state.failure { return .failure(failure) }
+                if state.syncedSequence >= sequence { return .success(()) }
+                state.waiters.append((sequence, continuation))
+                return nil
+            }
+            if let ready {
+                continuation.resume(with: ready.mapError { $0 as any Error })
+            } else {
+                syncer.signal()
+            }
+        }
+    }
+
+    /// One round of the syncer: fsync the active segment if anything is unsynced, then
+    /// release every waiter the fsync covers.
+    func syncOnce() {
+        let (target, file, synced) = state.withLock { ($0.writtenSequence, $0.active, $0.syncedSequence) }
+        guard target > synced else {
+            resumeWaiters(upTo: synced, failure: nil)
+            return
+        }
+        let started = ContinuousClock.now
+        do {
+            try file.sync()
+            metrics.syncs.increment()
+            metrics.syncDuration.record(ContinuousClock.now - started)
+            state.withLock { $0.syncedSequence = max($0.syncedSequence, target) }
+            resumeWaiters(upTo: target, failure: nil)
+        } catch {
+            logger.critical("fsync failed; refusing further writes", metadata: ["error": "\(error)"])
+            state.withLock { $0.failure = .failed(reason: "fsync of \(file.path) failed: \(error)") }
+            resumeWaiters(upTo: .max, failure: error)
+        }
+    }
+
+    private func resumeWaiters(upTo sequence: UInt64, failure: StorageError?) {
+        let ready = state.withLock { state in
+            let ready = state.waiters.filter { $0.sequence <= sequence }
+            state.waiters.removeAll { $0.sequence <= sequence }
+            return ready
+        }
+        if !ready.isEmpty { metrics.syncBatch.record(ready.count) }
+        for waiter in ready {
+            if let failure { waiter.continuation.resume(throwing: failure) } else { waiter.continuation.resume() }
+        }
+    }
+
+    // MARK: Lifecycle
+
+    func maintainerSignal() { maintainer.signal() }
+
+    private func startBackgroundThreads() {
+        let syncInterval: Duration? = switch options.durability {
+        case .interval(let milliseconds): .milliseconds(milliseconds)
+        case .always, .never: nil
+        }
+        syncer.start { [weak self] worker in
+            while worker.waitForWork(timeout: syncInterval) {
+                guard let self else { return }
+                self.syncOnce()
+            }
+        }
+        maintainer.start { [weak self] worker in
+            while worker.waitForWork(timeout: .seconds(5)) {
+                guard let self else { return }
+                self.maintain()
+            }
+        }
+    }
+
+    /// Syncs everything, stops the background threads and releases the data folder.
+    /// Later calls fail with `StorageError.closed`.
+    public func close() async {
+        do { try await sync() } catch { logger.error("final sync failed", metadata: ["error": "\(error)"]) }
+        let alreadyClosed = state.withLock { state in
+            let was = state.isClosed
+            state.isClosed = true
+            return was
+        }
+        guard !alreadyClosed else { return }
+        let (syncer, maintainer) = (self.syncer, self.maintainer)
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            Thread.detachNewThread {
+                syncer.stopAndWait()
+                maintainer.stopAndWait()
+                done.resume()
+            }
+        }
+        resumeWaiters(upTo: .max, failure: .closed)
+        Glibc.close(lockDescriptor)
+        logger.info("storage closed", metadata: ["directory": "\(directoryPath)"])
+    }
+}

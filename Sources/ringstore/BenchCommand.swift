@@ -1,0 +1,10 @@
+import ArgumentParser
+
+/// `ringstore bench`: load generators and micro-benchmarks.
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure Ringstore.",
+        subcommands: [StorageBenchCommand.self, HTTPBaselineCommand.self]
+    )
+}

@@ -1,0 +1,248 @@
+import Foundation
+import Logging
+import RingstoreCore
+import Testing
+@testable import RingstoreStorage
+
+@Suite("Storage engine")
+struct StorageEngineTests {
+    // Proves the basic contract: a put is readable, an overwrite replaces it, a delete removes it.
+    @Test func writeReadOverwriteDelete() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, logger: quietLogger)
+        #expect(try engine.get(partition: p0, key: bytes("a")) == nil)
+        try await engine.put(partition: p0, key: bytes("a"), value: bytes("one"))
+        #expect(try engine.get(partition: p0, key: bytes("a")) == bytes("one"))
+        try await engine.put(partition: p0, key: bytes("a"), value: bytes("two"))
+        #expect(try engine.get(partition: p0, key: bytes("a")) == bytes("two"))
+        try await engine.delete(partition: p0, key: bytes("a"))
+        #expect(try engine.get(partition: p0, key: bytes("a")) == nil)
+        #expect(engine.statistics.keys == 0)
+        await engine.close()
+    }
+
+    // Proves that the same key in two partitions is two different entries.
+    @Test func partitionsAreSeparate() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, logger: quietLogger)
+        try await engine.put(partition: p0, key: bytes("k"), value: bytes("zero"))
+        try await engine.put(partition: p1, key: bytes("k"), value: bytes("one"))
+        #expect(try engine.get(partition: p0, key: bytes("k")) == bytes("zero"))
+        #expect(try engine.get(partition: p1, key: bytes("k")) == bytes("one"))
+        await engine.close()
+    }
+
+    // Proves that values, overwrites and deletes survive a restart, from hint files and from scanning.
+    @Test(arguments: [false, true])
+    func restartKeepsEverything(removeHints: Bool) async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let options = StorageOptions(segmentBytesMax: 4096)
+        var engine: StorageEngine? = try StorageEngine(directory: folder.path, options: options, logger: quietLogger)
+        for index in 0..<300 {
+            try await engine!.put(partition: PartitionID(rawValue: UInt32(index % 7)), key: bytes("key\(index)"), value: bytes("value\(index)"))
+        }
+        for index in stride(from: 0, to: 300, by: 3) {
+            try await engine!.put(partition: PartitionID(rawValue: UInt32(index % 7)), key: bytes("key\(index)"), value: bytes("new\(index)"))
+        }
+        for index in stride(from: 1, to: 300, by: 5) {
+            try await engine!.delete(partition: PartitionID(rawValue: UInt32(index % 7)), key: bytes("key\(index)"))
+        }
+        let keysBefore = engine!.statistics.keys
+        await engine!.close()
+        engine = nil
+        if removeHints { for hint in folder.files(withSuffix: ".hint") { try FileManager.default.removeItem(atPath: folder.path + "/" + hint) } }
+
+        let reopened = try StorageEngine(directory: folder.path, options: options, logger: quietLogger)
+        #expect(reopened.statistics.keys == keysBefore)
+        if removeHints { #expect(reopened.recoveryReport.segmentsFromHints == 0) } else { #expect(reopened.recoveryReport.segmentsFromHints > 0) }
+        for index in 0..<300 {
+            let value = try reopened.get(partition: PartitionID(rawValue: UInt32(index % 7)), key: bytes("key\(index)"))
+            if index % 5 == 1 { #expect(value == nil, "key\(index) was deleted") }
+            else if index % 3 == 0 { #expect(value == bytes("new\(index)")) }
+            else { #expect(value == bytes("value\(index)")) }
+        }
+        await reopened.close()
+    }
+
+    // Proves that merge keeps the newest version of every key, drops deleted keys for good, and reclaims space.
+    @Test func mergeKeepsNewestAndReclaimsSpace() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let options = StorageOptions(durability: .never, segmentBytesMax: 8192, automaticMerge: false)
+        let engine = try StorageEngine(directory: folder.path, options: options, logger: quietLogger)
+        for round in 0..<20 {
+            for index in 0..<50 {
+                try await engine.put(partition: p0, key: bytes("key\(index)"), value: bytes("round\(round)-\(index)"))
+            }
+        }
+        for index in 0..<10 { try await engine.delete(partition: p0, key: bytes("key\(index)")) }
+        let before = engine.statistics
+        let report = try await engine.merge()
+        let after = engine.statistics
+        #expect(report.segmentsMerged > 1)
+        #expect(report.bytesReclaimed > 0)
+        #expect(after.totalBytes < before.totalBytes / 5)
+        #expect(after.keys == 40)
+        for index in 10..<50 { #expect(try engine.get(partition: p0, key: bytes("key\(index)")) == bytes("round19-\(index)")) }
+        await engine.close()
+
+        let reopened = try StorageEngine(directory: folder.path, options: options, logger: quietLogger)
+        #expect(reopened.statistics.keys == 40)
+        for index in 0..<10 { #expect(try reopened.get(partition: p0, key: bytes("key\(index)")) == nil, "deleted key\(index) came back") }
+        for index in 10..<50 { #expect(try reopened.get(partition: p0, key: bytes("key\(index)")) == bytes("round19-\(index)")) }
+        await reopened.close()
+    }
+
+    // Proves that writes racing with a merge are never undone by it.
+    @Test func writesDuringMergeWin() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let options = StorageOptions(durability: .never, segmentBytesMax: 4096, automaticMerge: false)
+        let engine = try StorageEngine(directory: folder.path, options: options, logger: quietLogger)
+        for index in 0..<400 { try await engine.put(partition: p0, key: bytes("key\(index % 100)"), value: bytes("old\(index)")) }
+        async let merged = engine.merge()
+        for index in 0..<100 { try await engine.put(partition: p0, key: bytes("key\(index)"), value: bytes("new\(index)")) }
+        _ = try await merged
+        for index in 0..<100 { #expect(try engine.get(partition: p0, key: bytes("key\(index)")) == bytes("new\(index)")) }
+        await engine.close()
+        let reopened = try StorageEngine(directory: folder.path, options: options, logger: quietLogger)
+        for index in 0..<100 { #expect(try reopened.get(partition: p0, key: bytes("key\(index)")) == bytes("new\(index)")) }
+        await reopened.close()
+    }
+
+    // Proves that a record cut off mid-write is dropped on restart, logged, and everything before it is served.
+    @Test func tornTailIsTruncated() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        var engine: StorageEngine? = try StorageEngine(directory: folder.path, logger: quietLogger)
+        for index in 0..<10 { try await engine!.put(partition: p0, key: bytes("key\(index)"), value: Array(repeating: UInt8(index), count: 100)) }
+        await engine!.close()
+        engine = nil
+        let segment = folder.path + "/" + folder.files(withSuffix: ".seg").last!
+        let size = try FileManager.default.attributesOfItem(atPath: segment)[.size] as! Int
+        let handle = FileHandle(forWritingAtPath: segment)!
+        try handle.truncate(atOffset: UInt64(size - 50))
+        try handle.close()
+
+        let messages = CapturingLogHandler.Messages()
+        let logger = Logger(label: "test") { _ in CapturingLogHandler(messages: messages) }
+        let reopened = try StorageEngine(directory: folder.path, logger: logger)
+        #expect(reopened.recoveryReport.tornBytesTruncated == RecordFormat.headerBytes + 4 + 100 - 50)
+        #expect(try reopened.get(partition: p0, key: bytes("key9")) == nil)
+        for index in 0..<9 { #expect(try reopened.get(partition: p0, key: bytes("key\(index)")) == Array(repeating: UInt8(index), count: 100)) }
+        #expect(messages.all.contains { $0.contains("torn tail") })
+        await reopened.close()
+    }
+
+    // Proves that a flipped bit in a value is caught: with a hint file the read fails, without one recovery skips the record; other keys are served.
+    @Test(arguments: [false, true])
+    func flippedBitIsNeverServed(removeHints: Bool) async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        var engine: StorageEngine? = try StorageEngine(directory: folder.path, logger: quietLogger)
+        for index in 0..<10 { try await engine!.put(partition: p0, key: bytes("key\(index)"), value: Array(repeating: UInt8(65 + index), count: 100)) }
+        await engine!.close()
+        engine = nil
+        // Restart once so the segment gets its hint file, then corrupt key5's value.
+        await (try StorageEngine(directory: folder.path, logger: quietLogger)).close()
+        let segment = folder.path + "/" + folder.files(withSuffix: ".seg").first!
+        var data = try Data(contentsOf: URL(fileURLWithPath: segment))
+        let recordBytes = RecordFormat.headerBytes + 4 + 100
+        data[5 * recordBytes + RecordFormat.headerBytes + 4 + 50] ^= 0x10
+        try data.write(to: URL(fileURLWithPath: segment))
+        if removeHints { for hint in folder.files(withSuffix: ".hint") { try FileManager.default.removeItem(atPath: folder.path + "/" + hint) } }
+
+        let reopened = try StorageEngine(directory: folder.path, logger: quietLogger)
+        if removeHints {
+            #expect(reopened.recoveryReport.corruptRegionsSkipped == 1)
+            #expect(try reopened.get(partition: p0, key: bytes("key5")) == nil)
+        } else {
+            #expect(throws: StorageError.corruptRecord(segment: 1, offset: 5 * recordBytes)) {
+                try reopened.get(partition: p0, key: bytes("key5"))
+            }
+        }
+        for index in 0..<10 where index != 5 {
+            #expect(try reopened.get(partition: p0, key: bytes("key\(index)")) == Array(repeating: UInt8(65 + index), count: 100))
+        }
+        await reopened.close()
+    }
+
+    // Proves that a partition can be listed in key order and dropped with one record, also across a restart.
+    @Test func listAndDropPartition() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, logger: quietLogger)
+        for key in ["b", "a", "c"] { try await engine.put(partition: p1, key: bytes(key), value: bytes(key)) }
+        try await engine.put(partition: p0, key: bytes("z"), value: bytes("z"))
+        #expect(engine.keys(in: p1) == [bytes("a"), bytes("b"), bytes("c")])
+        #expect(engine.keyCountsByPartition() == [p0: 1, p1: 3])
+        try await engine.dropPartition(p1)
+        try await engine.put(partition: p1, key: bytes("after"), value: bytes("drop"))
+        #expect(engine.keys(in: p1) == [bytes("after")])
+        await engine.close()
+        let reopened = try StorageEngine(directory: folder.path, logger: quietLogger)
+        #expect(reopened.keys(in: p1) == [bytes("after")])
+        #expect(reopened.keys(in: p0) == [bytes("z")])
+        await reopened.close()
+    }
+
+    // Proves that 32 concurrent writers under `always` all complete and share fsyncs.
+    @Test func groupCommitUnderConcurrentWriters() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, options: StorageOptions(durability: .always), logger: quietLogger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for writer in 0..<32 {
+                group.addTask {
+                    for index in 0..<20 { try await engine.put(partition: p0, key: bytes("w\(writer)-\(index)"), value: bytes("v")) }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(engine.statistics.keys == 640)
+        await engine.close()
+    }
+
+    // Proves that a second process (or engine) cannot open a data folder in use.
+    @Test func dataFolderIsLocked() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, logger: quietLogger)
+        #expect(throws: StorageError.locked(path: folder.path + "/LOCK")) {
+            _ = try StorageEngine(directory: folder.path, logger: quietLogger)
+        }
+        await engine.close()
+        await (try StorageEngine(directory: folder.path, logger: quietLogger)).close()
+    }
+
+    // Proves that a merge interrupted after its commit point is completed on restart, so a dropped tombstone cannot let an old value back.
+    @Test func interruptedMergeIsCompleted() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        var engine: StorageEngine? = try StorageEngine(directory: folder.path, logger: quietLogger)
+        try await engine!.put(partition: p0, key: bytes("gone"), value: bytes("old"))
+        await engine!.close()
+        engine = nil
+        // Pretend a merge copied nothing live out of segment 1 and reached its commit point.
+        let manifest = MergeManifest.encode([1])
+        try Data(manifest).write(to: URL(fileURLWithPath: folder.path + "/MERGE"))
+        let reopened = try StorageEngine(directory: folder.path, logger: quietLogger)
+        #expect(reopened.recoveryReport.interruptedMergeCompleted)
+        #expect(try reopened.get(partition: p0, key: bytes("gone")) == nil)
+        #expect(!FileManager.default.fileExists(atPath: folder.path + "/MERGE"))
+        await reopened.close()
+    }
+
+    // Proves that operations after close fail cleanly instead of touching closed files.
+    @Test func closedEngineRefuses() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, logger: quietLogger)
+        await engine.close()
+        await #expect(throws: StorageError.closed) { try await engine.put(partition: p0, key: bytes("k"), value: bytes("v")) }
+        #expect(throws: StorageError.closed) { try engine.get(partition: p0, key: bytes("k")) }
+    }
+}
