@@ -4,6 +4,9 @@ import PackageDescription
 /// One set of compiler settings for every target: Swift 6 language mode with
 /// complete concurrency checking, plus the upcoming features we hold ourselves to.
 let strictSettings: [SwiftSetting] = [
+    // Lets release builds specialise generics (version vectors, codecs) across module
+    // boundaries; without it the hot read path pays for runtime generic metadata.
+    .unsafeFlags(["-cross-module-optimization"], .when(configuration: .release)),
     .enableUpcomingFeature("ExistentialAny"),
     .enableUpcomingFeature("MemberImportVisibility"),
     .enableUpcomingFeature("InternalImportsByDefault"),

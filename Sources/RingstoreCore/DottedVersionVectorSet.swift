@@ -292,7 +292,10 @@ public struct DottedVersionVectorSet<Value: Hashable & Sendable>: Hashable, Send
 
     /// Every concurrent sibling: the anonymous values, then each entry's, newest first.
     public var values: [Value] {
-        anonymous + entries.flatMap(\.values)
+        // A plain loop: a key path here costs a runtime metadata lookup per read.
+        var result = anonymous
+        for entry in entries { result.append(contentsOf: entry.values) }
+        return result
     }
 
     /// How many siblings the clock holds.

@@ -99,7 +99,11 @@ final class SegmentFile: @unchecked Sendable {
 enum FileSystem {
     static func fileExists(_ path: String) -> Bool { access(path, F_OK) == 0 }
 
+    /// Creates a directory and any missing parents.
     static func createDirectory(_ path: String) throws(StorageError) {
+        if mkdir(path, 0o755) == 0 || errno == EEXIST { return }
+        guard errno == ENOENT, let slash = path.lastIndex(of: "/"), slash != path.startIndex else { throw .system("mkdir", path) }
+        try createDirectory(String(path[..<slash]))
         if mkdir(path, 0o755) != 0 && errno != EEXIST { throw .system("mkdir", path) }
     }
 

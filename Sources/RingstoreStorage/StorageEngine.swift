@@ -56,6 +56,7 @@ public final class StorageEngine: Sendable {
         /// Set after an fsync fails: nobody can know what reached the disk, so writes stop.
         var failure: StorageError?
         var isClosed = false
+        var syncCount = 0
     }
 
     let directoryPath: String
@@ -162,7 +163,8 @@ public final class StorageEngine: Sendable {
         state.withLock { state in
             let total = state.usage.values.reduce(0) { $0 + $1.totalBytes }
             let live = state.usage.values.reduce(0) { $0 + $1.liveBytes }
-            return StorageStatistics(keys: state.directory.count, segments: state.segments.count, totalBytes: total, liveBytes: live)
+            return StorageStatistics(
+                keys: state.directory.count, segments: state.segments.count, totalBytes: total, liveBytes: live, syncs: state.syncCount)
         }
     }
 
@@ -313,28 +315,52 @@ public final class StorageEngine: Sendable {
     }
 
     /// One round of the syncer: fsync the active segment if anything is unsynced, then
-    /// release every waiter the fsync covers.
-    func syncOnce() {
+    /// release every waiter the fsync covers. Returns how many writers the round
+    /// released plus how many were already waiting again: the concurrency the next
+    /// round should gather before it syncs.
+    @discardableResult
+    func syncOnce() -> Int {
         let (target, file, synced) = state.withLock { ($0.writtenSequence, $0.active, $0.syncedSequence) }
         guard target > synced else {
-            resumeWaiters(upTo: synced, failure: nil)
-            return
+            return resumeWaiters(upTo: synced, failure: nil)
         }
         let started = ContinuousClock.now
         do {
             try file.sync()
             metrics.syncs.increment()
             metrics.syncDuration.record(ContinuousClock.now - started)
-            state.withLock { $0.syncedSequence = max($0.syncedSequence, target) }
-            resumeWaiters(upTo: target, failure: nil)
+            state.withLock { state in
+                state.syncedSequence = max(state.syncedSequence, target)
+                state.syncCount += 1
+            }
+            let released = resumeWaiters(upTo: target, failure: nil)
+            return released + state.withLock { $0.waiters.count }
         } catch {
             logger.critical("fsync failed; refusing further writes", metadata: ["error": "\(error)"])
             state.withLock { $0.failure = .failed(reason: "fsync of \(file.path) failed: \(error)") }
             resumeWaiters(upTo: .max, failure: error)
+            return 0
         }
     }
 
-    private func resumeWaiters(upTo sequence: UInt64, failure: StorageError?) {
+    /// Group commit's gathering step: before an fsync, wait briefly until as many
+    /// writers are waiting as were active in the last round. Writers released by the
+    /// last fsync need a few microseconds to come back with their next write; without
+    /// this pause the syncer would race ahead of them and 32 writers would split into
+    /// two batches of 16, each paying a whole fsync.
+    func gatherWriters(expected: Int, worker: WorkerThread) {
+        guard expected > 1 else { return }
+        let deadline = ContinuousClock.now + Self.groupCommitGatherMax
+        while state.withLock({ $0.waiters.count }) < expected && ContinuousClock.now < deadline {
+            _ = worker.waitForWork(timeout: .microseconds(20))
+        }
+    }
+
+    /// The longest a group commit waits for writers to join it.
+    static let groupCommitGatherMax: Duration = .microseconds(500)
+
+    @discardableResult
+    private func resumeWaiters(upTo sequence: UInt64, failure: StorageError?) -> Int {
         let ready = state.withLock { state in
             let ready = state.waiters.filter { $0.sequence <= sequence }
             state.waiters.removeAll { $0.sequence <= sequence }
@@ -344,6 +370,7 @@ public final class StorageEngine: Sendable {
         for waiter in ready {
             if let failure { waiter.continuation.resume(throwing: failure) } else { waiter.continuation.resume() }
         }
+        return ready.count
     }
 
     // MARK: Lifecycle
@@ -355,10 +382,13 @@ public final class StorageEngine: Sendable {
         case .interval(let milliseconds): .milliseconds(milliseconds)
         case .always, .never: nil
         }
+        let gathers = options.durability == .always
         syncer.start { [weak self] worker in
+            var expected = 0
             while worker.waitForWork(timeout: syncInterval) {
                 guard let self else { return }
-                self.syncOnce()
+                if gathers { self.gatherWriters(expected: expected, worker: worker) }
+                expected = self.syncOnce()
             }
         }
         maintainer.start { [weak self] worker in

@@ -86,5 +86,7 @@ public struct StorageStatistics: Sendable, Equatable {
     public var segments: Int
     public var totalBytes: Int
     public var liveBytes: Int
+    /// fsyncs done by the syncer since the engine opened (group commits).
+    public var syncs: Int
     public var deadBytes: Int { totalBytes - liveBytes }
 }

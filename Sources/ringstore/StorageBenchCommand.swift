@@ -110,6 +110,10 @@ struct StorageBenchCommand: AsyncParsableCommand {
         }
         figures["put_always_\(writers)_writers_per_second"] = Double(counter.value) / (ContinuousClock.now - started).seconds
         report("put, durability always (group commit), \(writers) writers", figures["put_always_\(writers)_writers_per_second"]!, "puts/s")
+        let syncs = durable.statistics.syncs
+        figures["put_always_writes_per_fsync"] = Double(counter.value) / Double(max(1, syncs))
+        report("  writes per fsync (group commit batch)", figures["put_always_writes_per_fsync"]!, "writes")
+        report("  fsyncs per second", Double(syncs) / (ContinuousClock.now - started).seconds, "fsyncs/s")
         await durable.close()
 
         if let out {
