@@ -100,22 +100,31 @@ enum HTTPExchange {
             head.headers.add(name: "Connection", value: "close")
             for (name, value) in headers { head.headers.add(name: name, value: value) }
             head.headers.add(name: "Content-Length", value: String(body?.count ?? 0))
-            try await outbound.write(.head(head))
-            if let body, !body.isEmpty { try await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
-            try await outbound.write(.end(nil))
-            var reply: HTTPReply?
-            for try await part in inbound {
-                switch part {
-                case .head(let responseHead):
-                    reply = HTTPReply(status: Int(responseHead.status.code), headers: responseHead.headers.map { ($0.name, $0.value) }, body: [])
-                case .body(let buffer):
-                    reply?.body.append(contentsOf: buffer.readableBytesView)
-                case .end:
-                    guard let reply else { throw TransportError.malformedReply(endpoint) }
-                    return reply
+            // The server may answer (a 413, an unknown table) and close before it has read
+            // the whole body, so the request is written while the reply is read: a failed
+            // write must not hide the reply that explains it.
+            let requestHead = head
+            return try await withThrowingTaskGroup(of: Void.self) { writer in
+                writer.addTask {
+                    try? await outbound.write(.head(requestHead))
+                    if let body, !body.isEmpty { try? await outbound.write(.body(.byteBuffer(ByteBuffer(bytes: body)))) }
+                    try? await outbound.write(.end(nil))
                 }
+                defer { writer.cancelAll() }
+                var reply: HTTPReply?
+                for try await part in inbound {
+                    switch part {
+                    case .head(let responseHead):
+                        reply = HTTPReply(status: Int(responseHead.status.code), headers: responseHead.headers.map { ($0.name, $0.value) }, body: [])
+                    case .body(let buffer):
+                        reply?.body.append(contentsOf: buffer.readableBytesView)
+                    case .end:
+                        guard let reply else { throw TransportError.malformedReply(endpoint) }
+                        return reply
+                    }
+                }
+                throw TransportError.malformedReply(endpoint)
             }
-            throw TransportError.malformedReply(endpoint)
         }
     }
 }

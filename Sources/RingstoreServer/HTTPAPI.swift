@@ -18,6 +18,8 @@ public struct NodeHTTPAPI: HTTPResponder {
 
     static let contextHeader = HTTPField.Name("X-Ringstore-Context")!
     static let defaultContentType = "application/octet-stream"
+    /// A table definition is a few fields; anything larger is not one.
+    static let tableBodyBytesMax = 64 << 10
 
     let catalog: TableCatalog
     let service: any KeyValueService
@@ -85,7 +87,7 @@ public struct NodeHTTPAPI: HTTPResponder {
                 return try await table(request, name: String(rest.last!))
             case "kv" where rest.count >= 2:
                 route = "/v1/kv/{table}/{key}"
-                try allow([.get, .put, .delete], request)
+                try allow([.get, .head, .put, .delete], request)
                 let table = try lookUpTable(String(rest.dropFirst().first!))
                 let rawKey = rest.count >= 3 ? rest.dropFirst(2).joined(separator: "/") : ""
                 return try await keyValue(request, table: table, rawKey: rawKey)
@@ -104,7 +106,7 @@ public struct NodeHTTPAPI: HTTPResponder {
     }
 
     private func lookUpTable(_ rawName: String) throws(APIError) -> TableDefinition {
-        let name = try Self.decodePathSegment(rawName)
+        let name = try Self.decodeTableName(rawName)
         guard let table = catalog.table(named: name) else {
             do { try Validation.checkTableName(name) } catch { throw APIError(error) }
             throw .tableNotFound(name)
@@ -127,6 +129,11 @@ public struct NodeHTTPAPI: HTTPResponder {
         case .get:
             let r = try Self.quorum("r", request, table: table)
             return try await read(table: table, key: key, r: r)
+        case .head:
+            // A GET's status and headers without its body (curl -I, caches).
+            let r = try Self.quorum("r", request, table: table)
+            let full = try await read(table: table, key: key, r: r)
+            return Response(status: full.status, headers: full.headers)
         case .put:
             let w = try Self.quorum("w", request, table: table)
             var request = request
@@ -184,14 +191,19 @@ public struct NodeHTTPAPI: HTTPResponder {
     }
 
     private func table(_ request: Request, name rawName: String) async throws -> Response {
-        let name = try Self.decodePathSegment(rawName)
+        let name = try Self.decodeTableName(rawName)
         switch request.method {
         case .get:
             guard let table = catalog.table(named: name) else { throw APIError.tableNotFound(name) }
             return Self.jsonResponse(.ok, Self.tableJSON(table))
         case .put:
             var request = request
-            let body = try await request.collectBody(upTo: 64 << 10)
+            let body: ByteBuffer
+            do {
+                body = try await request.collectBody(upTo: Self.tableBodyBytesMax)
+            } catch is NIOTooManyBytesError {
+                throw APIError.invalidJSON("a table definition is at most \(Self.tableBodyBytesMax) bytes")
+            }
             let tableRequest: TableRequest
             if body.readableBytes == 0 {
                 tableRequest = TableRequest()
@@ -257,10 +269,12 @@ public struct NodeHTTPAPI: HTTPResponder {
 
     // MARK: Parsing
 
-    static func decodePathSegment(_ raw: String) throws(APIError) -> String {
+    /// A table name from its percent-encoded path segment; bytes that are not UTF-8
+    /// make an invalid table name.
+    static func decodeTableName(_ raw: String) throws(APIError) -> String {
         let bytes: [UInt8]
         do { bytes = try Validation.percentDecode(raw) } catch { throw APIError(error) }
-        guard let text = String(validating: bytes, as: UTF8.self) else { throw APIError(InputError.keyNotUTF8) }
+        guard let text = String(validating: bytes, as: UTF8.self) else { throw APIError(InputError.invalidTableName(raw)) }
         return text
     }
 

@@ -16,6 +16,11 @@ public enum StorageUpdate: Sendable, Equatable {
     case delete
 }
 
+/// Proof of writes made with `StorageEngine.writeWithoutWaiting`, to wait on.
+public struct DurabilityTicket: Sendable, Equatable {
+    let sequence: UInt64
+}
+
 /// One of the locks that serialise `update` calls on keys hashing to it.
 final class UpdateStripe: Sendable {
     let lock = Mutex<Void>(())
@@ -214,6 +219,30 @@ public final class StorageEngine: Sendable {
         }
         if let sequence { try await waitUntilDurable(sequence) }
         return result
+    }
+
+    /// Appends several changes without waiting for durability; pass the returned
+    /// ticket to `waitUntilDurable`. For callers that hold their own lock over a
+    /// read-modify-write spanning several keys and must not hold it across an fsync.
+    /// A nil value deletes the key.
+    public func writeWithoutWaiting(_ changes: [(partition: PartitionID, key: [UInt8], value: [UInt8]?)]) throws(StorageError) -> DurabilityTicket {
+        var last: UInt64 = 0
+        for change in changes {
+            if let value = change.value {
+                last = try append(.value, partition: change.partition.rawValue, key: change.key, value: value)
+                metrics.writes.increment()
+            } else {
+                last = try append(.tombstone, partition: change.partition.rawValue, key: change.key, value: [])
+                metrics.deletes.increment()
+            }
+        }
+        return DurabilityTicket(sequence: last)
+    }
+
+    /// Returns once the writes behind `ticket` meet the durability policy.
+    public func waitUntilDurable(_ ticket: DurabilityTicket) async throws {
+        guard ticket.sequence > 0 else { return }
+        try await waitUntilDurable(ticket.sequence)
     }
 
     /// Returns once everything written before the call is on the device.
