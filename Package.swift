@@ -87,11 +87,18 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),
         .testTarget(
             name: "RingstoreCoreTests",
+            dependencies: ["RingstoreCore"],
+            swiftSettings: strictSettings
+        ),
+        // The deterministic simulator: whole clusters of RingstoreCore state machines on one thread.
+        .testTarget(
+            name: "RingstoreSimulationTests",
             dependencies: ["RingstoreCore"],
             swiftSettings: strictSettings
         ),
@@ -109,6 +116,9 @@ let package = Package(
                 "RingstoreClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: strictSettings
         ),

@@ -22,6 +22,10 @@ public enum Limits {
     public static let partitionCountDefault = 256
     /// The most partitions a ring may have; the storage engine keeps one index per partition.
     public static let partitionCountMax = 1 << 16
+    /// Bytes of hinted values a fallback keeps before it drops the oldest hints.
+    public static let hintBytesMax = 256 << 20
+    /// Hints a fallback keeps before it drops the oldest.
+    public static let hintsMax = 100_000
     /// The most replicas a table may ask for.
     public static let replicasMax = 9
 }

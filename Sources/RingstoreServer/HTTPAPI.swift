@@ -7,6 +7,12 @@ public import Prometheus
 import RingstoreCore
 import RingstoreStorage
 
+/// A table created or dropped through this node's API.
+public enum TableChange: Sendable {
+    case created(TableDefinition)
+    case dropped(String)
+}
+
 /// The client HTTP API of DESIGN.md §3, as one responder with its own small router:
 /// every unknown path is a JSON 404 and every known path with the wrong method a JSON
 /// 405 with `Allow`, which a generic router would not give.
@@ -23,6 +29,9 @@ public struct NodeHTTPAPI: HTTPResponder {
 
     let catalog: TableCatalog
     let service: any KeyValueService
+    let cluster: any ClusterView
+    /// Told of every table created or dropped here, so that a cluster can spread it.
+    let tablesChanged: @Sendable (TableChange) async -> Void
     let maxValueBytes: Int
     let registry: PrometheusCollectorRegistry?
     let health: @Sendable () -> String
@@ -30,11 +39,15 @@ public struct NodeHTTPAPI: HTTPResponder {
     let metrics = HTTPMetrics()
 
     public init(
-        catalog: TableCatalog, service: any KeyValueService, maxValueBytes: Int,
-        registry: PrometheusCollectorRegistry?, logger: Logger, health: @escaping @Sendable () -> String
+        catalog: TableCatalog, service: any KeyValueService, cluster: any ClusterView, maxValueBytes: Int,
+        registry: PrometheusCollectorRegistry?, logger: Logger,
+        tablesChanged: @escaping @Sendable (TableChange) async -> Void = { _ in },
+        health: @escaping @Sendable () -> String
     ) {
         self.catalog = catalog
         self.service = service
+        self.cluster = cluster
+        self.tablesChanged = tablesChanged
         self.maxValueBytes = maxValueBytes
         self.registry = registry
         self.logger = logger
@@ -85,6 +98,26 @@ public struct NodeHTTPAPI: HTTPResponder {
                 route = "/v1/tables/{table}"
                 try allow([.get, .put, .delete], request)
                 return try await table(request, name: String(rest.last!))
+            case "cluster" where rest.count == 1:
+                route = "/v1/cluster"
+                try allow([.get], request)
+                return Self.jsonResponse(.ok, cluster.clusterJSON())
+            case "cluster" where rest.count == 2 && rest.last == "ring":
+                route = "/v1/cluster/ring"
+                try allow([.get], request)
+                return Self.jsonResponse(.ok, cluster.ringJSON())
+            case "cluster" where rest.count >= 4 && rest.dropFirst().first == "locate":
+                route = "/v1/cluster/locate/{table}/{key}"
+                try allow([.get], request)
+                let table = try lookUpTable(String(rest.dropFirst(2).first!))
+                let key: [UInt8]
+                do {
+                    key = try Validation.percentDecode(rest.dropFirst(3).joined(separator: "/"))
+                    try Validation.checkKey(key)
+                } catch {
+                    throw APIError(error)
+                }
+                return Self.jsonResponse(.ok, cluster.locateJSON(table: table, key: key))
             case "kv" where rest.count >= 2:
                 route = "/v1/kv/{table}/{key}"
                 try allow([.get, .head, .put, .delete], request)
@@ -213,10 +246,12 @@ public struct NodeHTTPAPI: HTTPResponder {
                 }
             }
             let (table, created) = try await catalog.create(name: name, request: tableRequest)
+            if created { await tablesChanged(.created(table)) }
             return Self.jsonResponse(created ? .created : .ok, Self.tableJSON(table))
         case .delete:
             _ = try await catalog.remove(name: name)
             try await service.removeAllKeys(of: name)
+            await tablesChanged(.dropped(name))
             return Response(status: .noContent)
         default:
             throw APIError.internalError("internal inconsistency in routing: \(request.method) reached the table handler")

@@ -17,11 +17,24 @@ public struct NodeConfiguration: Sendable {
     public var durability: Durability
     /// Partitions of the ring; used only when the data folder is new.
     public var partitionCount: Int
+    /// This node's id in a cluster; nil for a cluster of one.
+    public var nodeID: String?
+    /// Where this node serves the node-to-node protocol.
+    public var rpcHost: String
+    public var rpcPort: Int
+    /// The other members of a static cluster (this node may be listed too).
+    public var peers: [PeerAddress]
+    /// How long a coordinator waits for its quorum.
+    public var requestTimeout: Duration
+
+    /// Whether the node runs as a member of a cluster rather than alone.
+    public var isClustered: Bool { nodeID != nil }
 
     public init(
         dataDirectory: String, httpHost: String = "127.0.0.1", httpPort: Int = 8080,
         maxValueBytes: Int = Limits.valueBytesMaxDefault, durability: Durability = .always,
-        partitionCount: Int = Limits.partitionCountDefault
+        partitionCount: Int = Limits.partitionCountDefault, nodeID: String? = nil, rpcHost: String = "127.0.0.1",
+        rpcPort: Int = 0, peers: [PeerAddress] = [], requestTimeout: Duration = .seconds(2)
     ) {
         self.dataDirectory = dataDirectory
         self.httpHost = httpHost
@@ -29,12 +42,22 @@ public struct NodeConfiguration: Sendable {
         self.maxValueBytes = maxValueBytes
         self.durability = durability
         self.partitionCount = partitionCount
+        self.nodeID = nodeID
+        self.rpcHost = rpcHost
+        self.rpcPort = rpcPort
+        self.peers = peers
+        self.requestTimeout = requestTimeout
     }
 }
 
-/// The identity a data folder carries for life: its actor in version vectors (new
-/// folder, new actor, so a node that lost its disk never reuses a version) and the
+/// The identity a data folder carries: its actor in version vectors and the
 /// partition count it was created with.
+///
+/// The actor changes whenever the node may have forgotten versions it issued: a new
+/// folder, or a start after a shutdown that was not clean (a crash can lose writes
+/// that other replicas or clients already saw; issuing their versions again under
+/// the same actor would make different writes look like one). A clean shutdown
+/// leaves a `CLEAN` file; starting removes it.
 public struct NodeIdentity: Codable, Sendable, Equatable {
     public var actor: String
     public var partitions: Int
@@ -42,23 +65,49 @@ public struct NodeIdentity: Codable, Sendable, Equatable {
 
     public var actorID: ActorID { ActorID(rawValue: UInt64(actor, radix: 16) ?? 0) }
 
-    /// Reads `DIR/node.json`, or creates it with a random actor.
-    public static func loadOrCreate(directory: String, partitionCount: Int) throws -> NodeIdentity {
+    static func cleanMarkerPath(_ directory: String) -> String { directory + "/CLEAN" }
+
+    /// Reads `DIR/node.json` (taking a new actor after an unclean shutdown), or creates it.
+    public static func loadOrCreate(directory: String, partitionCount: Int, logger: Logger? = nil) throws -> NodeIdentity {
         let path = directory + "/node.json"
-        if let data = FileManager.default.contents(atPath: path) {
-            let identity = try JSONDecoder().decode(NodeIdentity.self, from: data)
+        let fileManager = FileManager.default
+        if let data = fileManager.contents(atPath: path) {
+            var identity = try JSONDecoder().decode(NodeIdentity.self, from: data)
             guard identity.format == 1, UInt64(identity.actor, radix: 16) != nil else {
                 throw APIError.internalError("\(path) is not a Ringstore node identity")
             }
+            if fileManager.fileExists(atPath: cleanMarkerPath(directory)) {
+                try fileManager.removeItem(atPath: cleanMarkerPath(directory))
+            } else {
+                let previous = identity.actor
+                identity.actor = newActor()
+                try write(identity, to: path)
+                logger?.notice("the last shutdown was not clean; this node takes a new actor so that no version it issued before is issued again", metadata: [
+                    "previousActor": "\(previous)", "actor": "\(identity.actor)",
+                ])
+            }
             return identity
         }
+        let identity = NodeIdentity(actor: newActor(), partitions: partitionCount, format: 1)
+        try fileManager.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        try write(identity, to: path)
+        return identity
+    }
+
+    /// Records a clean shutdown: call after every storage engine of the node is closed.
+    public static func markCleanShutdown(directory: String) {
+        _ = FileManager.default.createFile(atPath: cleanMarkerPath(directory), contents: Data())
+    }
+
+    private static func newActor() -> String {
         var generator = SystemRandomNumberGenerator()
-        let identity = NodeIdentity(actor: String(UInt64.random(in: 1...UInt64.max, using: &generator), radix: 16), partitions: partitionCount, format: 1)
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return String(UInt64.random(in: 1...UInt64.max, using: &generator), radix: 16)
+    }
+
+    private static func write(_ identity: NodeIdentity, to path: String) throws {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         try encoder.encode(identity).write(to: URL(fileURLWithPath: path), options: .atomic)
-        return identity
     }
 }
 
@@ -85,7 +134,7 @@ public enum NodeServer {
 
     /// Opens the data folder and builds the API.
     public static func assemble(_ configuration: NodeConfiguration, registry: PrometheusCollectorRegistry?, logger: Logger) async throws -> Parts {
-        let identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, partitionCount: configuration.partitionCount)
+        let identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, partitionCount: configuration.partitionCount, logger: logger)
         let partitioning = try Partitioning(partitionCount: identity.partitions)
         let storage = try StorageEngine(
             directory: configuration.dataDirectory + "/storage",
@@ -94,7 +143,8 @@ public enum NodeServer {
         let service = LocalKeyValueService(storage: storage, partitioning: partitioning, actor: identity.actorID, logger: logger)
         let started = ContinuousClock.now
         let api = NodeHTTPAPI(
-            catalog: catalog, service: service, maxValueBytes: configuration.maxValueBytes, registry: registry, logger: logger
+            catalog: catalog, service: service, cluster: SingleNodeView(partitioning: partitioning, actor: identity.actor),
+            maxValueBytes: configuration.maxValueBytes, registry: registry, logger: logger
         ) {
             let uptime = (ContinuousClock.now - started).components.seconds
             return "{\"status\":\"ok\",\"role\":\"node\",\"actor\":\"\(identity.actor)\",\"keys\":\(storage.statistics.keys),\"uptime_seconds\":\(uptime)}"
@@ -103,24 +153,39 @@ public enum NodeServer {
     }
 
     /// Runs the node until SIGTERM or SIGINT, then lets in-flight requests finish,
-    /// syncs the log and returns. `onListening` receives the bound port.
+    /// syncs the log and returns. `onListening` receives the bound HTTP port (and,
+    /// in a cluster, the RPC port).
     public static func run(
         _ configuration: NodeConfiguration, registry: PrometheusCollectorRegistry?, logger: Logger,
-        onListening: @escaping @Sendable (Int) -> Void = { _ in }
+        onListening: @escaping @Sendable (_ http: Int, _ rpc: Int?) -> Void = { _, _ in }
     ) async throws {
-        let parts = try await assemble(configuration, registry: registry, logger: logger)
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        let api: NodeHTTPAPI
+        var rpcPort: Int?
+        if configuration.isClustered {
+            let parts = try await ClusterParts.assemble(configuration, registry: registry, logger: logger)
+            rpcPort = try await parts.rpcServer.start()
+            parts.node.start()
+            services.append(.init(service: StorageService(storage: parts.storage)))
+            services.append(.init(service: StorageService(storage: parts.hintStorage)))
+            services.append(.init(service: ClusterService(parts: parts, logger: logger)))
+            api = parts.api
+        } else {
+            let parts = try await assemble(configuration, registry: registry, logger: logger)
+            services.append(.init(service: StorageService(storage: parts.storage)))
+            api = parts.api
+        }
+        let boundRPCPort = rpcPort
         let app = Application(
-            responder: parts.api,
+            responder: api,
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: nil),
-            onServerRunning: { channel in onListening(channel.localAddress?.port ?? configuration.httpPort) },
+            onServerRunning: { channel in onListening(channel.localAddress?.port ?? configuration.httpPort, boundRPCPort) },
             logger: logger)
+        services.append(.init(service: app))
         let group = ServiceGroup(configuration: ServiceGroupConfiguration(
-            services: [
-                .init(service: StorageService(storage: parts.storage)),
-                .init(service: app),
-            ],
-            gracefulShutdownSignals: [.sigterm, .sigint],
-            logger: logger))
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+        // Every storage engine is closed and synced: the next start may keep the actor.
+        NodeIdentity.markCleanShutdown(directory: configuration.dataDirectory)
     }
 }

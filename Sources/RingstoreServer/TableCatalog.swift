@@ -120,6 +120,25 @@ public final class TableCatalog: Sendable {
         }
     }
 
+    /// Adds the tables a peer knows and this node does not (a table created while
+    /// this node was away). Properties of a table never change, so there is nothing
+    /// else to reconcile.
+    func adopt(_ definitions: [TableDefinition]) async throws {
+        try await changeLock.withLock {
+            let missing = definitions.filter { definition in
+                (try? Validation.checkTableName(definition.name)) != nil && table(named: definition.name) == nil
+            }
+            guard !missing.isEmpty else { return }
+            tables.withLock { tables in for definition in missing { tables[definition.name] = definition } }
+            try await persist()
+        }
+    }
+
+    /// The catalogue as JSON, as peers exchange it.
+    func encoded() throws -> [UInt8] {
+        Array(try JSONEncoder().encode(all))
+    }
+
     private func validated(name: String, request: TableRequest) throws(APIError) -> TableDefinition {
         let defaults = Self.defaults(name: name, clusterSize: clusterSize)
         let n = request.n ?? defaults.n

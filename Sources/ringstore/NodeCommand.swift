@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import NIOCore
 import RingstoreCore
 import RingstoreServer
 import RingstoreStorage
@@ -30,6 +31,33 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
+    @Option(help: "This node's id in a cluster (with --rpc and --peers).")
+    var id: String?
+
+    @Option(help: "Address for the node-to-node protocol, HOST:PORT (with --id).")
+    var rpc: String?
+
+    @Option(help: "The cluster's members as ID=HOST:PORT,… (their --rpc addresses; this node may be listed).")
+    var peers: String?
+
+    @Option(help: "Milliseconds a coordinator waits for its quorum.")
+    var requestTimeoutMilliseconds: Int = 2000
+
+    @Option(help: "Network event-loop threads (default: one per core). Fewer suit several nodes sharing one machine.")
+    var eventLoopThreads: Int?
+
+    /// The static members given with --peers.
+    func peerAddresses() throws -> [PeerAddress] {
+        guard let peers else { return [] }
+        return try peers.split(separator: ",").map { item in
+            let parts = item.split(separator: "=", maxSplits: 1)
+            guard parts.count == 2, !parts[0].isEmpty, let (host, port) = HostPort.parse(String(parts[1])), port > 0 else {
+                throw ValidationError("--peers takes ID=HOST:PORT,…; '\(item)' is not of that form.")
+            }
+            return PeerAddress(id: NodeID(String(parts[0])), host: host, port: port)
+        }
+    }
+
     func validate() throws {
         guard HostPort.parse(http) != nil else { throw ValidationError("--http must be HOST:PORT, for example 127.0.0.1:8080; got '\(http)'.") }
         guard Durability(parsing: durability) != nil else { throw ValidationError("--durability must be always, never or interval:MS; got '\(durability)'.") }
@@ -40,19 +68,34 @@ struct NodeCommand: AsyncParsableCommand {
             throw ValidationError("--partitions must be a power of two from 1 to \(Limits.partitionCountMax).")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level '\(logLevel)' is not a log level.") }
+        let clusterOptions = [id, rpc, peers].compactMap { $0 }.count
+        guard clusterOptions == 0 || clusterOptions == 3 else {
+            throw ValidationError("A cluster member needs --id, --rpc and --peers together; without them the node runs alone.")
+        }
+        if let rpc, HostPort.parse(rpc) == nil { throw ValidationError("--rpc must be HOST:PORT; got '\(rpc)'.") }
+        if let id, id.isEmpty || id.contains(",") || id.contains("=") { throw ValidationError("--id '\(id)' may not be empty or contain ',' or '='.") }
+        _ = try peerAddresses()
+        if let eventLoopThreads, !(1...256).contains(eventLoopThreads) { throw ValidationError("--event-loop-threads must be 1 to 256.") }
+        guard requestTimeoutMilliseconds > 0 else { throw ValidationError("--request-timeout-milliseconds must be positive.") }
     }
 
     func run() async throws {
+        if let eventLoopThreads { NIOSingletons.groupLoopCountSuggestion = eventLoopThreads }
         let logger = LogSetup.bootstrap(label: "ringstore.node", level: Logger.Level(rawValue: logLevel)!)
         let (host, port) = HostPort.parse(http)!
+        let rpcAddress = rpc.flatMap(HostPort.parse)
         let configuration = NodeConfiguration(
             dataDirectory: data, httpHost: host, httpPort: port, maxValueBytes: maxValueBytes,
-            durability: Durability(parsing: durability)!, partitionCount: partitions)
+            durability: Durability(parsing: durability)!, partitionCount: partitions, nodeID: id,
+            rpcHost: rpcAddress?.host ?? "127.0.0.1", rpcPort: rpcAddress?.port ?? 0, peers: try peerAddresses(),
+            requestTimeout: .milliseconds(requestTimeoutMilliseconds))
         let registry = ServerMetrics.bootstrapPrometheus()
         do {
-            try await NodeServer.run(configuration, registry: registry, logger: logger) { port in
+            try await NodeServer.run(configuration, registry: registry, logger: logger) { httpPort, rpcPort in
                 // One line on stdout that scripts and tests wait for.
-                FileHandle.standardOutput.write(Data("ringstore node listening on http://\(host):\(port) data=\(data)\n".utf8))
+                var lines = "ringstore node listening on http://\(host):\(httpPort) data=\(data)\n"
+                if let rpcPort { lines += "ringstore node \(id ?? "") serving peers on \(rpcAddress?.host ?? host):\(rpcPort)\n" }
+                FileHandle.standardOutput.write(Data(lines.utf8))
             }
         } catch let error as StorageError {
             throw CleanExit.message("ringstore node: \(error)")

@@ -189,6 +189,10 @@ def test_restart_keeps_values_deletes_siblings_and_tables(nodes, stop):
         assert node.kill() == -signal.SIGKILL
     node.start()
     after = state()
+    # A clean stop keeps the node's actor; after a crash the node takes a new one, so
+    # that no version it issued before the crash (and may have lost) is issued again.
+    actor_before, actor_after = before.pop("actor"), after.pop("actor")
+    assert (actor_after == actor_before) == (stop == "sigterm")
     assert after == before
 
     deleted = node.request("GET", kv_path("default", "deleted"))

@@ -337,6 +337,10 @@ def _scenario(api) -> list[tuple[str, str, Reply]]:
     send("PATCH", "/v1/tables/default")
     send("DELETE", "/healthz")
     send("GET", "/v1/cluster")
+    send("GET", "/v1/cluster/ring")
+    send("GET", "/v1/cluster/locate/default/some%2Fkey")
+    send("GET", "/v1/cluster/locate/default/%zz")
+    send("GET", "/v1/cluster/locate/no-such-table/k")
     return seen
 
 

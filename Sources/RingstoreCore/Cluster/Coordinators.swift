@@ -1,0 +1,169 @@
+/// A replica a coordinator talks to: a home replica, or a fallback standing in for one.
+public struct ReplicaTarget: Hashable, Sendable, CustomStringConvertible {
+    public var node: NodeID
+    /// The home replica this fallback stands in for; nil for a home replica.
+    public var hintFor: NodeID?
+
+    public init(node: NodeID, hintFor: NodeID? = nil) {
+        self.node = node
+        self.hintFor = hintFor
+    }
+
+    public var description: String { hintFor.map { "\(node)(for \($0))" } ?? node.description }
+}
+
+/// Riak's get FSM as a state machine: ask every target, answer after `r` replies
+/// with the merge of what they hold, keep listening until all have answered or the
+/// deadline passes, then repair the home replicas that were behind.
+struct GetCoordinator: Sendable {
+    enum Step: Equatable, Sendable {
+        case reply(ClientResult)
+        case repair(ReplicaTarget, StoredObject)
+        case finished
+    }
+
+    let key: ItemKey
+    let r: Int
+    let targets: [ReplicaTarget]
+    private var replies: [NodeID: StoredObject?] = [:]
+    private var failed: Set<NodeID> = []
+    private var answered = false
+
+    init(key: ItemKey, r: Int, targets: [ReplicaTarget]) {
+        precondition(r >= 1, "internal inconsistency in GetCoordinator: r < 1")
+        self.key = key
+        self.r = r
+        self.targets = targets
+    }
+
+    mutating func onReply(from node: NodeID, _ result: Result<StoredObject?, ClientFailure>) -> [Step] {
+        guard targets.contains(where: { $0.node == node }), replies[node] == nil, !failed.contains(node) else { return [] }
+        switch result {
+        case .success(let object): replies[node] = .some(object)
+        case .failure: failed.insert(node)
+        }
+        var steps: [Step] = []
+        if !answered {
+            if replies.count >= r {
+                answered = true
+                steps.append(.reply(Self.result(of: merged)))
+            } else if targets.count - failed.count < r {
+                answered = true
+                steps.append(.reply(.failed(.insufficientReplicas(have: replies.count, need: r))))
+            }
+        }
+        if replies.count + failed.count == targets.count {
+            steps += repairs() + [.finished]
+        }
+        return steps
+    }
+
+    mutating func onTimeout() -> [Step] {
+        var steps: [Step] = []
+        if !answered {
+            answered = true
+            steps.append(.reply(.failed(.insufficientReplicas(have: replies.count, need: r))))
+        }
+        return steps + repairs() + [.finished]
+    }
+
+    /// Everything the replies hold, merged in node order (a fixed order keeps runs reproducible).
+    private var merged: StoredObject? {
+        var result: StoredObject?
+        for node in replies.keys.sorted() {
+            guard case let object?? = replies[node] else { continue }
+            result = result.map { StoredObject.sync($0, object) } ?? object
+        }
+        return result
+    }
+
+    /// Read repair: every home replica that answered with less than the merge gets it.
+    private func repairs() -> [Step] {
+        guard let merged else { return [] }
+        return targets.compactMap { target in
+            guard target.hintFor == nil, let reply = replies[target.node] else { return nil }
+            if let theirs = reply, theirs == merged { return nil }
+            return .repair(target, merged)
+        }
+    }
+
+    static func result(of object: StoredObject?) -> ClientResult {
+        guard let object, !object.isEmpty else { return .notFound(context: nil) }
+        return object.isDeleted ? .notFound(context: object.context) : .found(object)
+    }
+}
+
+/// Riak's put FSM as a state machine: the coordinator (itself a target) applies the
+/// write locally under its actor, sends the resulting object to the other targets,
+/// and answers after `w` durable acknowledgements, its own included.
+struct PutCoordinator: Sendable {
+    enum Step: Equatable, Sendable {
+        case replicate(ReplicaTarget, StoredObject)
+        case reply(ClientResult)
+        case finished
+    }
+
+    let key: ItemKey
+    let w: Int
+    let targets: [ReplicaTarget]
+    let local: NodeID
+    private(set) var object: StoredObject?
+    private var acknowledged: Set<NodeID> = []
+    private var failed: Set<NodeID> = []
+    private var answered = false
+
+    init(key: ItemKey, w: Int, targets: [ReplicaTarget], local: NodeID) {
+        precondition(targets.contains { $0.node == local }, "internal inconsistency in PutCoordinator: coordinator is not a target")
+        precondition(w >= 1, "internal inconsistency in PutCoordinator: w < 1")
+        self.key = key
+        self.w = w
+        self.targets = targets
+        self.local = local
+    }
+
+    /// The coordinator's own write finished.
+    mutating func onLocalApplied(_ result: Result<StoredObject, ClientFailure>) -> [Step] {
+        switch result {
+        case .failure(let failure):
+            answered = true
+            return [.reply(.failed(failure)), .finished]
+        case .success(let object):
+            self.object = object
+            acknowledged.insert(local)
+            let sends = targets.filter { $0.node != local }.map { Step.replicate($0, object) }
+            return sends + progress()
+        }
+    }
+
+    mutating func onReply(from node: NodeID, _ result: Result<Void, ClientFailure>) -> [Step] {
+        guard object != nil, node != local, targets.contains(where: { $0.node == node }),
+              !acknowledged.contains(node), !failed.contains(node)
+        else { return [] }
+        switch result {
+        case .success: acknowledged.insert(node)
+        case .failure: failed.insert(node)
+        }
+        return progress()
+    }
+
+    mutating func onTimeout() -> [Step] {
+        guard !answered else { return [.finished] }
+        answered = true
+        return [.reply(.failed(.insufficientReplicas(have: acknowledged.count, need: w))), .finished]
+    }
+
+    private mutating func progress() -> [Step] {
+        var steps: [Step] = []
+        if !answered, let object {
+            if acknowledged.count >= w {
+                answered = true
+                steps.append(.reply(.written(context: object.context)))
+            } else if targets.count - failed.count < w {
+                answered = true
+                steps.append(.reply(.failed(.insufficientReplicas(have: acknowledged.count, need: w))))
+            }
+        }
+        if acknowledged.count + failed.count == targets.count { steps.append(.finished) }
+        return steps
+    }
+}

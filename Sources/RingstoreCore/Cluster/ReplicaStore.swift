@@ -1,0 +1,146 @@
+/// What a fallback node keeps for a key it stores on behalf of down home replicas:
+/// the versions it received and the replicas that still need them.
+public struct HintRecord: Sendable, Equatable {
+    public var object: StoredObject
+    /// Home replicas this copy must still reach, sorted.
+    public var owners: [NodeID]
+    /// The actor this node issues versions under while it coordinates writes of this
+    /// key as a fallback. Fresh for every record: once the record is handed off and
+    /// deleted, the node no longer knows that actor's counter for the key, so it must
+    /// never issue versions under it again.
+    public var actor: ActorID?
+
+    public init(object: StoredObject, owners: [NodeID], actor: ActorID? = nil) {
+        self.object = object
+        self.owners = owners.sorted()
+        self.actor = actor
+    }
+
+    public static func encode(_ record: HintRecord) -> [UInt8] {
+        var writer = ByteWriter(capacity: 64)
+        writer.writeUInt8(1)
+        writer.writeVarint(UInt64(record.owners.count))
+        for owner in record.owners { writer.writeString(owner.rawValue) }
+        if let actor = record.actor {
+            writer.writeUInt8(1)
+            writer.writeUInt64BE(actor.rawValue)
+        } else {
+            writer.writeUInt8(0)
+        }
+        writer.writeBytes(StoredObject.encodeObject(record.object))
+        return writer.bytes
+    }
+
+    public static func decode(_ bytes: [UInt8]) throws(DecodeError) -> HintRecord {
+        var reader = ByteReader(bytes)
+        guard try reader.readUInt8() == 1 else { throw DecodeError("unknown hint record format") }
+        let count = try reader.readCount(elementBytesMin: 1)
+        var owners: [NodeID] = []
+        for _ in 0..<count { owners.append(NodeID(try reader.readString())) }
+        let actor: ActorID? = switch try reader.readUInt8() {
+        case 0: nil
+        case 1: ActorID(rawValue: try reader.readUInt64BE())
+        case let other: throw DecodeError("hint record actor flag \(other)")
+        }
+        let object = try StoredObject.decodeObject(try reader.readBytes())
+        try reader.expectEnd()
+        return HintRecord(object: object, owners: owners, actor: actor)
+    }
+}
+
+/// A change a node makes to its copy of one key. The shell runs it under the
+/// key's lock with `ReplicaStore.apply`, so every node, real or simulated, stores
+/// the same way.
+public enum StorageOperation: Sendable, Equatable {
+    /// The coordinator's own write: a new version after what `context` saw, under
+    /// `actor`. When the node stands in for `hintFor`, the write goes to the hint
+    /// store and is issued under the hint record's actor; `actor` must then be a
+    /// fresh one, used only if the record has none yet.
+    case clientWrite(Sibling, context: VersionVector?, actor: ActorID, hintFor: NodeID?)
+    /// A replica write: merge the coordinator's object into main storage.
+    case merge(StoredObject)
+    /// A fallback's replica write: merge into the hint kept for `owner`.
+    case mergeHint(StoredObject, owner: NodeID)
+    /// `owner` acknowledged `delivered`: it no longer needs the hint, unless newer
+    /// versions arrived meanwhile.
+    case settleHint(owner: NodeID, delivered: StoredObject)
+    /// Forget the hint for `owner` (the hint store is over its bounds).
+    case dropHint(owner: NodeID)
+}
+
+/// The outcome of a storage command.
+public enum StorageResult: Sendable, Equatable {
+    /// The key's object after the command (nil: nothing stored).
+    case object(StoredObject?)
+    /// The hint record after a hint command (nil: no hint left).
+    case hint(HintRecord?)
+    case failed(ClientFailure)
+}
+
+/// The storage semantics of a replica, as a pure function of what is stored.
+public enum ReplicaStore {
+    /// The result of applying an operation: what to store (nil = leave unchanged;
+    /// `.some(nil)` = delete) and what to answer.
+    public struct Outcome: Sendable, Equatable {
+        public var main: StoredObject??
+        public var hint: HintRecord??
+        public var result: StorageResult
+    }
+
+    /// What a read of the key returns: main storage merged with the hinted copy.
+    public static func read(main: StoredObject?, hint: HintRecord?) -> StoredObject? {
+        switch (main, hint?.object) {
+        case (nil, nil): nil
+        case (let main?, nil): main
+        case (nil, let hinted?): hinted
+        case (let main?, let hinted?): StoredObject.sync(main, hinted)
+        }
+    }
+
+    /// Applies `operation` to the key's stored state.
+    public static func apply(_ operation: StorageOperation, main: StoredObject?, hint: HintRecord?) -> Outcome {
+        switch operation {
+        case .clientWrite(let sibling, let context, let actor, let hintFor):
+            let current = read(main: main, hint: hint) ?? StoredObject()
+            let issuer = hintFor == nil ? actor : (hint?.actor ?? actor)
+            let updated = current.update(with: .fresh(sibling, context: context), actor: issuer)
+            guard updated.siblingCount <= Limits.siblingsMax else {
+                return Outcome(main: nil, hint: nil, result: .failed(.tooManySiblings(count: updated.siblingCount, max: Limits.siblingsMax)))
+            }
+            if let owner = hintFor {
+                var record = merged(hint, updated, owner: owner)
+                record.actor = issuer
+                return Outcome(main: nil, hint: .some(record), result: .object(updated))
+            }
+            return Outcome(main: .some(updated), hint: nil, result: .object(updated))
+        case .merge(let incoming):
+            let updated = main.map { StoredObject.sync($0, incoming) } ?? incoming
+            return Outcome(main: updated == main ? nil : .some(updated), hint: nil, result: .object(updated))
+        case .mergeHint(let incoming, let owner):
+            let record = merged(hint, incoming, owner: owner)
+            return Outcome(main: nil, hint: record == hint ? nil : .some(record), result: .hint(record))
+        case .settleHint(let owner, let delivered):
+            guard var record = hint, record.owners.contains(owner) else { return Outcome(main: nil, hint: nil, result: .hint(hint)) }
+            // Only what the owner has seen may be forgotten; newer versions wait for the next round.
+            guard delivered.descends(record.object) else { return Outcome(main: nil, hint: nil, result: .hint(record)) }
+            record.owners.removeAll { $0 == owner }
+            let after: HintRecord? = record.owners.isEmpty ? nil : record
+            return Outcome(main: nil, hint: .some(after), result: .hint(after))
+        case .dropHint(let owner):
+            guard var record = hint else { return Outcome(main: nil, hint: nil, result: .hint(nil)) }
+            record.owners.removeAll { $0 == owner }
+            let after: HintRecord? = record.owners.isEmpty ? nil : record
+            return Outcome(main: nil, hint: .some(after), result: .hint(after))
+        }
+    }
+
+    private static func merged(_ hint: HintRecord?, _ object: StoredObject, owner: NodeID) -> HintRecord {
+        guard var record = hint else { return HintRecord(object: object, owners: [owner]) }
+        record.object = StoredObject.sync(record.object, object)
+        if !record.owners.contains(owner) {
+            record.owners.append(owner)
+            record.owners.sort()
+        }
+        return record
+    }
+}

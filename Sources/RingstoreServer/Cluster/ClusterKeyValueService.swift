@@ -1,0 +1,68 @@
+import HTTPTypes
+public import RingstoreCore
+public import RingstoreStorage
+
+/// The eventual data path over a cluster: every request goes through this node's
+/// `ClusterNode`, which coordinates it (or forwards a put to a replica).
+public final class ClusterKeyValueService: KeyValueService {
+    let node: ClusterNode
+    let storage: StorageEngine
+
+    public init(node: ClusterNode, storage: StorageEngine) {
+        self.node = node
+        self.storage = storage
+    }
+
+    public func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
+        let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
+        switch await node.run(.get(item, r: r ?? table.r, n: table.n)) {
+        case .found(let object): return .found(object)
+        case .notFound(let context): return .notFound(context: context)
+        case .failed(let failure): throw Self.apiError(failure)
+        case .written: throw APIError.internalError("internal inconsistency: a read was answered as a write")
+        }
+    }
+
+    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
+        let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
+        switch await node.run(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n)) {
+        case .written(let context): return context
+        case .failed(let failure): throw Self.apiError(failure)
+        case .found, .notFound: throw APIError.internalError("internal inconsistency: a write was answered as a read")
+        }
+    }
+
+    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
+        try await put(table: table, key: key, sibling: .tombstone, context: context, w: w)
+    }
+
+    /// Removes this node's copies of a dropped table's keys (every node does the same).
+    public func removeAllKeys(of table: String) async throws {
+        for (partition, _) in storage.keyCountsByPartition() {
+            for storageKey in storage.keys(in: partition) {
+                guard let decoded = StorageKeyCodec.decode(storageKey), decoded.table == table else { continue }
+                try await storage.delete(partition: partition, key: storageKey)
+            }
+        }
+    }
+
+    static func apiError(_ failure: ClientFailure) -> APIError {
+        var retry = HTTPFields()
+        retry[.retryAfter] = "1"
+        switch failure {
+        case .insufficientReplicas(let have, let need):
+            return APIError(.serviceUnavailable, code: "insufficient_replicas",
+                            message: "Only \(have) of the \(need) replicas the request needs answered in time; nothing is guaranteed about a write that failed this way. Retry, or lower r/w.", headers: retry)
+        case .tooManySiblings(let count, let max):
+            return APIError(.conflict, code: "too_many_siblings",
+                            message: "This write would leave \(count) concurrent versions of the key; at most \(max) are kept. Read the key and write with its context to resolve them.")
+        case .diskFull:
+            return APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "disk_full",
+                            message: "A replica's disk is full; retry once space is freed.", headers: retry)
+        case .storage(let reason):
+            return APIError(.internalServerError, code: "storage_error", message: "A replica's storage failed: \(reason).")
+        case .unavailable(let reason):
+            return APIError(.serviceUnavailable, code: "unavailable", message: "No replica could take the request: \(reason).", headers: retry)
+        }
+    }
+}

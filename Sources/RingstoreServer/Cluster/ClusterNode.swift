@@ -1,0 +1,363 @@
+import Foundation
+public import Logging
+import CoreMetrics
+import Metrics
+public import NIOCore
+import NIOPosix
+public import RingstoreCore
+public import RingstoreStorage
+import Synchronization
+
+/// Another storage node, as this one reaches it.
+public struct PeerAddress: Sendable, Hashable {
+    public var id: NodeID
+    public var host: String
+    public var port: Int
+
+    public init(id: NodeID, host: String, port: Int) {
+        self.id = id
+        self.host = host
+        self.port = port
+    }
+}
+
+/// A storage node of a cluster: the shell that drives a `NodeEngine` with the
+/// storage engines, the framed RPC transport, timers and a failure detector.
+///
+/// Every event (a client request, a peer's request or reply, a finished disk
+/// write, a timer) is fed to the engine under one lock; the directives it returns
+/// are executed outside the lock. Reads run inline (they hit the page cache);
+/// writes wait for their fsync in a Task, never on an event loop.
+public final class ClusterNode: Sendable {
+    public struct Settings: Sendable {
+        public var requestTimeout: Duration = .seconds(2)
+        public var pingInterval: Duration = .milliseconds(200)
+        public var handoffInterval: Duration = .seconds(1)
+        public var hintsMax = Limits.hintsMax
+        public var hintBytesMax = Limits.hintBytesMax
+
+        public init() {}
+    }
+
+    public let id: NodeID
+    public let partitioning: Partitioning
+    let engine: Mutex<NodeEngine>
+    let storage: StorageEngine
+    let hintStorage: StorageEngine
+    let peers: [NodeID: RPCClient]
+    let addresses: [PeerAddress]
+    let group: any EventLoopGroup
+    let settings: Settings
+    let logger: Logger
+    private let keyStripes = (0..<1024).map { _ in KeyStripe() }
+    private let pendingClients = Mutex<[UInt64: CheckedContinuation<ClientResult, Never>]>([:])
+    private let pendingPeers = Mutex<[UInt64: EventLoopPromise<RPCMessage>]>([:])
+    private let nextToken = Atomic<UInt64>(0)
+    private let detectors = Mutex(FailureDetectors<NodeID>())
+    private let started = ContinuousClock.now
+    private let repeatedTasks = Mutex<[RepeatedTask]>([])
+    private let observations = ClusterMetrics()
+
+    public init(
+        id: NodeID, actor: ActorID, ring: Ring, peers: [PeerAddress], storage: StorageEngine, hintStorage: StorageEngine,
+        group: any EventLoopGroup, settings: Settings = Settings(), logger: Logger
+    ) {
+        self.id = id
+        self.partitioning = ring.partitioning
+        self.storage = storage
+        self.hintStorage = hintStorage
+        self.group = group
+        self.settings = settings
+        self.logger = logger
+        self.addresses = peers
+        var clients: [NodeID: RPCClient] = [:]
+        for peer in peers where peer.id != id {
+            clients[peer.id] = RPCClient(host: peer.host, port: peer.port, group: group)
+        }
+        self.peers = clients
+        var engine = NodeEngine(
+            configuration: NodeEngine.Configuration(
+                node: id, actor: actor, requestTimeout: settings.requestTimeout,
+                hintsMax: settings.hintsMax, hintBytesMax: settings.hintBytesMax,
+                randomSeed: UInt64.random(in: 0...UInt64.max)),
+            ring: ring)
+        // Until the failure detector has heard from a peer, it is not counted on.
+        for peer in clients.keys { _ = engine.setReachable(peer, false) }
+        self.engine = Mutex(engine)
+    }
+
+    // MARK: Lifecycle
+
+    /// Loads the hints on disk and starts pings and hand-off.
+    public func start() {
+        feed { $0.recoverHints(self.recoveredHints()) }
+        let loop = group.any()
+        let ping = loop.scheduleRepeatedTask(initialDelay: .zero, delay: TimeAmount(settings.pingInterval)) { [self] _ in
+            pingPeers()
+            updateReachability()
+        }
+        let handoff = loop.scheduleRepeatedTask(initialDelay: TimeAmount(settings.handoffInterval), delay: TimeAmount(settings.handoffInterval)) { [self] _ in
+            feed { $0.tick() }
+            observations.hints.record(engine.withLock { $0.hintCount })
+        }
+        repeatedTasks.withLock { $0 = [ping, handoff] }
+    }
+
+    /// Stops timers and peer connections. Requests still waiting are answered as unavailable.
+    public func stop() async {
+        for task in repeatedTasks.withLock({ $0 }) { task.cancel() }
+        for client in peers.values { await client.shutdown() }
+        let clients = pendingClients.withLock { pending in
+            defer { pending.removeAll() }
+            return Array(pending.values)
+        }
+        for continuation in clients { continuation.resume(returning: .failed(.unavailable("the node is shutting down"))) }
+    }
+
+    // MARK: Clients
+
+    /// Runs a client operation with this node as coordinator (or forwarder).
+    public func run(_ operation: ClientOperation) async -> ClientResult {
+        let token = nextToken.wrappingAdd(1, ordering: .relaxed).newValue
+        return await withCheckedContinuation { continuation in
+            pendingClients.withLock { $0[token] = continuation }
+            feed { $0.clientRequested(operation, token: token) }
+        }
+    }
+
+    /// The key's preference list and current targets, for `/v1/cluster/locate`.
+    public func locate(_ key: ItemKey, n: Int) -> (preference: [NodeID], targets: [ReplicaTarget], unreachable: Set<NodeID>) {
+        engine.withLock { engine in
+            (engine.ring.preferenceList(for: key.partition, count: engine.ring.members.count), engine.targets(for: key, n: n), engine.unreachable)
+        }
+    }
+
+    /// Members of the ring and which of them this node can reach.
+    public var membership: (members: [NodeID], unreachable: Set<NodeID>, hints: Int) {
+        engine.withLock { ($0.ring.members, $0.unreachable, $0.hintCount) }
+    }
+
+    // MARK: Peers
+
+    /// Sends `message` to every peer and returns the replies of those that answered.
+    @discardableResult
+    func broadcast(_ message: RPCMessage, logger: Logger?) async -> [RPCMessage] {
+        await withTaskGroup(of: RPCMessage?.self) { group in
+            for (peer, client) in peers {
+                group.addTask {
+                    do {
+                        return try await client.call(message, timeout: .seconds(2))
+                    } catch {
+                        logger?.warning("a peer did not take a catalogue change; it will learn it at the next exchange", metadata: ["peer": "\(peer)", "error": "\(error)"])
+                        return nil
+                    }
+                }
+            }
+            var replies: [RPCMessage] = []
+            for await reply in group { if let reply { replies.append(reply) } }
+            return replies
+        }
+    }
+
+    /// A peer's request, on the connection's event loop.
+    func receive(_ request: PeerRequest, eventLoop: any EventLoop) -> EventLoopFuture<RPCMessage> {
+        let promise = eventLoop.makePromise(of: RPCMessage.self)
+        let token = nextToken.wrappingAdd(1, ordering: .relaxed).newValue
+        pendingPeers.withLock { $0[token] = promise }
+        feed { $0.peerRequested(request, from: self.id, token: token) }
+        return promise.futureResult
+    }
+
+    // MARK: Driving the engine
+
+    /// Feeds one event to the engine and carries out what it asks.
+    func feed(_ event: (inout NodeEngine) -> [NodeDirective]) {
+        let directives = engine.withLock { event(&$0) }
+        if !directives.isEmpty { execute(directives) }
+    }
+
+    private func execute(_ initial: [NodeDirective]) {
+        var work = initial
+        var index = 0
+        while index < work.count {
+            let directive = work[index]
+            index += 1
+            switch directive {
+            case .send(let request, let peer, let operation):
+                send(request, to: peer, operation: operation)
+            case .replyToPeer(let token, let reply):
+                let promise = pendingPeers.withLock { $0.removeValue(forKey: token) }
+                let (type, body) = PeerCodec.encode(reply)
+                promise?.succeed(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)))
+            case .replyToClient(let token, let result):
+                pendingClients.withLock { $0.removeValue(forKey: token) }?.resume(returning: result)
+            case .read(let key, let operation):
+                let result = read(key)
+                work += engine.withLock { $0.storageCompleted(result, operation: operation) }
+            case .write(let key, let storageOperation, let operation):
+                Task { [self] in
+                    let result = await write(key, storageOperation)
+                    feed { $0.storageCompleted(result, operation: operation) }
+                }
+            case .startTimer(let operation, let delay):
+                group.any().scheduleTask(in: TimeAmount(delay)) { [self] in
+                    feed { $0.timerFired(operation) }
+                }
+            case .observe(let observation):
+                observe(observation)
+            }
+        }
+    }
+
+    private func send(_ request: PeerRequest, to peer: NodeID, operation: OperationID) {
+        guard let client = peers[peer] else {
+            feed { $0.peerReplied(.failure(.unreachable), operation: operation, from: peer) }
+            return
+        }
+        let (type, body) = PeerCodec.encode(request)
+        client.callFuture(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: TimeAmount(settings.requestTimeout)).whenComplete { [self] result in
+            let reply: Result<PeerReply, TransportFailure>
+            switch result {
+            case .success(let message):
+                do {
+                    reply = .success(try PeerCodec.decodeReply(type: message.messageType, body: Array(message.body.readableBytesView)))
+                } catch {
+                    reply = .failure(.rejected("\(error)"))
+                }
+            case .failure(let error as RPCError):
+                switch error {
+                case .timedOut, .connectionClosed: reply = .failure(.timedOut)  // it may have run
+                case .remote(_, let message), .malformedFrame(let message): reply = .failure(.rejected(message))
+                case .connectionFailed, .overloaded, .shutdown, .frameTooLarge: reply = .failure(.unreachable)  // never sent
+                }
+            case .failure:
+                reply = .failure(.unreachable)
+            }
+            feed { $0.peerReplied(reply, operation: operation, from: peer) }
+        }
+    }
+
+    // MARK: Storage
+
+    private func hintKey(_ key: ItemKey) -> [UInt8] { key.storageKey }
+
+    private func read(_ key: ItemKey) -> StorageResult {
+        do {
+            let main = try storage.get(partition: key.partition, key: key.storageKey).map(StoredObject.decodeObject)
+            let hint = try hintStorage.get(partition: key.partition, key: hintKey(key)).map(HintRecord.decode)
+            return .object(ReplicaStore.read(main: main, hint: hint))
+        } catch {
+            return .failed(Self.failure(error))
+        }
+    }
+
+    private func write(_ key: ItemKey, _ operation: StorageOperation) async -> StorageResult {
+        let stripe = keyStripes[Int(UInt(bitPattern: key.storageKey.hashValue) % UInt(keyStripes.count))]
+        do {
+            let (tickets, result) = try stripe.lock.withLock { _ -> ([(StorageEngine, DurabilityTicket)], StorageResult) in
+                let main = try storage.get(partition: key.partition, key: key.storageKey).map(StoredObject.decodeObject)
+                let hint = try hintStorage.get(partition: key.partition, key: hintKey(key)).map(HintRecord.decode)
+                let outcome = ReplicaStore.apply(operation, main: main, hint: hint)
+                var tickets: [(StorageEngine, DurabilityTicket)] = []
+                if case .some(let newMain) = outcome.main {
+                    let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, newMain.map(StoredObject.encodeObject))])
+                    tickets.append((storage, ticket))
+                }
+                if case .some(let newHint) = outcome.hint {
+                    let ticket = try hintStorage.writeWithoutWaiting([(key.partition, hintKey(key), newHint.map(HintRecord.encode))])
+                    tickets.append((hintStorage, ticket))
+                }
+                return (tickets, outcome.result)
+            }
+            for (engine, ticket) in tickets { try await engine.waitUntilDurable(ticket) }
+            return result
+        } catch {
+            return .failed(Self.failure(error))
+        }
+    }
+
+    static func failure(_ error: any Error) -> ClientFailure {
+        switch error {
+        case StorageError.diskFull: .diskFull
+        case let error as DecodeError: .storage("a stored value could not be decoded: \(error.reason)")
+        default: .storage("\(error)")
+        }
+    }
+
+    /// Every hint on disk, for the engine's index.
+    private func recoveredHints() -> [(ItemKey, owners: [NodeID], bytes: Int)] {
+        var recovered: [(ItemKey, owners: [NodeID], bytes: Int)] = []
+        for (partition, _) in hintStorage.keyCountsByPartition() {
+            for storageKey in hintStorage.keys(in: partition) {
+                guard let (table, key) = StorageKeyCodec.decode(storageKey),
+                      let bytes = try? hintStorage.get(partition: partition, key: storageKey),
+                      let record = try? HintRecord.decode(bytes)
+                else { continue }
+                recovered.append((ItemKey(table: table, key: key, partition: partition), owners: record.owners, bytes: bytes.count))
+            }
+        }
+        return recovered
+    }
+
+    // MARK: Failure detection
+
+    private func now() -> Duration { ContinuousClock.now - started }
+
+    private func pingPeers() {
+        let (type, body) = PeerCodec.encode(PeerRequest.ping)
+        for (peer, client) in peers {
+            client.callFuture(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: TimeAmount(settings.pingInterval * 4)).whenSuccess { [self] _ in
+                let now = now()
+                detectors.withLock { $0.heartbeat(from: peer, at: now) }
+            }
+        }
+    }
+
+    private func updateReachability() {
+        let now = now()
+        let changes = detectors.withLock { $0.availabilityChanges(at: now) }
+        for (peer, available) in changes {
+            logger.notice(available ? "peer is reachable" : "peer is unreachable", metadata: ["peer": "\(peer)"])
+            feed { $0.setReachable(peer, available) }
+        }
+    }
+
+    // MARK: Observations
+
+    private func observe(_ observation: NodeObservation) {
+        switch observation {
+        case .readRepair: observations.readRepairs.increment()
+        case .hintStored: observations.hintsStored.increment()
+        case .hintDelivered: observations.hintsDelivered.increment()
+        case .hintDropped(let key, let owner):
+            observations.hintsDropped.increment()
+            logger.warning("dropped the oldest hint to stay within bounds; anti-entropy will repair it", metadata: ["key": "\(key)", "owner": "\(owner)"])
+        case .siblingsOverWarning(let key, let count):
+            ServerMetrics.siblingsOverWarning.increment()
+            logger.warning("key has many siblings", metadata: ["key": "\(key)", "siblings": "\(count)"])
+        case .forwarded: observations.forwarded.increment()
+        }
+    }
+}
+
+/// One of the locks that make a key's read-modify-write atomic across main and hint storage.
+final class KeyStripe: Sendable {
+    let lock = Mutex<Void>(())
+}
+
+/// The cluster data path's metrics.
+struct ClusterMetrics: Sendable {
+    let readRepairs = CoreMetrics.Counter(label: "ringstore_read_repairs_total")
+    let hintsStored = CoreMetrics.Counter(label: "ringstore_hints_stored_total")
+    let hintsDelivered = CoreMetrics.Counter(label: "ringstore_hints_delivered_total")
+    let hintsDropped = CoreMetrics.Counter(label: "ringstore_hints_dropped_total")
+    let forwarded = CoreMetrics.Counter(label: "ringstore_forwarded_requests_total")
+    let hints = CoreMetrics.Gauge(label: "ringstore_hints_pending")
+}
+
+extension TimeAmount {
+    init(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        self = .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+}

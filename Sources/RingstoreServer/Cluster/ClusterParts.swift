@@ -1,0 +1,93 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Prometheus
+import RingstoreCore
+import RingstoreStorage
+import ServiceLifecycle
+
+/// A cluster member, assembled: storage, the node engine's shell, the RPC server and the HTTP API.
+struct ClusterParts: Sendable {
+    let storage: StorageEngine
+    let hintStorage: StorageEngine
+    let node: ClusterNode
+    let catalog: TableCatalog
+    let rpcServer: RPCServer
+    let api: NodeHTTPAPI
+
+    static func assemble(_ configuration: NodeConfiguration, registry: PrometheusCollectorRegistry?, logger: Logger) async throws -> ClusterParts {
+        let id = NodeID(configuration.nodeID!)
+        let identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, partitionCount: configuration.partitionCount, logger: logger)
+        let partitioning = try Partitioning(partitionCount: identity.partitions)
+        let options = StorageOptions(durability: configuration.durability)
+        let storage = try StorageEngine(directory: configuration.dataDirectory + "/storage", options: options, logger: logger)
+        let hintStorage = try StorageEngine(directory: configuration.dataDirectory + "/hints", options: options, logger: logger)
+        var addresses = configuration.peers.filter { $0.id != id }
+        addresses.append(PeerAddress(id: id, host: configuration.rpcHost, port: configuration.rpcPort))
+        let ring = Ring.initial(members: addresses.map(\.id), partitioning: partitioning)
+        var settings = ClusterNode.Settings()
+        settings.requestTimeout = configuration.requestTimeout
+        let group = MultiThreadedEventLoopGroup.singleton
+        let node = ClusterNode(
+            id: id, actor: identity.actorID, ring: ring, peers: addresses, storage: storage, hintStorage: hintStorage,
+            group: group, settings: settings, logger: logger)
+        let catalog = try await TableCatalog(storage: storage, partitioning: partitioning, clusterSize: ring.members.count)
+        let service = ClusterKeyValueService(node: node, storage: storage)
+        let rpcServer = RPCServer(
+            host: configuration.rpcHost, port: configuration.rpcPort,
+            handler: PeerRPCHandler(node: node, catalog: catalog, service: service, logger: logger), group: group, logger: logger)
+        let started = ContinuousClock.now
+        let api = NodeHTTPAPI(
+            catalog: catalog, service: service, cluster: ClusterNodeView(node: node, addresses: addresses),
+            maxValueBytes: configuration.maxValueBytes, registry: registry, logger: logger,
+            tablesChanged: { change in await Self.spread(change, node: node, catalog: catalog, logger: logger) }
+        ) {
+            let uptime = (ContinuousClock.now - started).components.seconds
+            return "{\"status\":\"ok\",\"role\":\"node\",\"node\":\(JSONText.quote(id.rawValue)),\"actor\":\"\(identity.actor)\",\"keys\":\(storage.statistics.keys),\"uptime_seconds\":\(uptime)}"
+        }
+        return ClusterParts(storage: storage, hintStorage: hintStorage, node: node, catalog: catalog, rpcServer: rpcServer, api: api)
+    }
+
+    /// Tells every peer of a table created or dropped here.
+    static func spread(_ change: TableChange, node: ClusterNode, catalog: TableCatalog, logger: Logger) async {
+        let message: RPCMessage
+        switch change {
+        case .created:
+            guard let body = try? catalog.encoded() else { return }
+            message = RPCMessage(messageType: CatalogMessage.exchange, body: ByteBuffer(bytes: body))
+        case .dropped(let name):
+            message = RPCMessage(messageType: CatalogMessage.drop, body: ByteBuffer(string: name))
+        }
+        await node.broadcast(message, logger: logger)
+    }
+}
+
+/// Runs a cluster member's background parts for the life of the process: the
+/// catalogue exchange with peers; on shutdown, stops the RPC server and the node.
+struct ClusterService: Service {
+    let parts: ClusterParts
+    let logger: Logger
+
+    func run() async throws {
+        await exchangeCatalogues()
+        while !Task.isShuttingDownGracefully {
+            // Wakes at once on shutdown instead of finishing the sleep.
+            try? await cancelWhenGracefulShutdown { try await Task.sleep(for: .seconds(10)) }
+            if Task.isShuttingDownGracefully || Task.isCancelled { break }
+            await exchangeCatalogues()
+        }
+        await parts.rpcServer.stop()
+        await parts.node.stop()
+    }
+
+    /// Sends this node's tables to every peer and adopts the ones they know.
+    private func exchangeCatalogues() async {
+        guard let body = try? parts.catalog.encoded() else { return }
+        let replies = await parts.node.broadcast(RPCMessage(messageType: CatalogMessage.exchange, body: ByteBuffer(bytes: body)), logger: nil)
+        for reply in replies {
+            guard let tables = try? JSONDecoder().decode([TableDefinition].self, from: Data(reply.body.readableBytesView)) else { continue }
+            try? await parts.catalog.adopt(tables)
+        }
+    }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import Logging
+import NIOCore
+import RingstoreCore
+
+/// Message types of the catalogue, which travel beside the data path's.
+enum CatalogMessage {
+    /// Body: the sender's tables as JSON; reply (`catalogReply`): the receiver's.
+    static let exchange: UInt16 = 50
+    /// Body: a table name that was dropped.
+    static let drop: UInt16 = 51
+    static let reply: UInt16 = 150
+}
+
+/// Answers other nodes' RPCs: data-path messages go to the `ClusterNode` on the
+/// event loop (no Task), catalogue messages to the table catalogue.
+struct PeerRPCHandler: RPCHandler {
+    let node: ClusterNode
+    let catalog: TableCatalog
+    let service: ClusterKeyValueService
+    let logger: Logger
+
+    func receive(_ request: RPCMessage, context: RPCRequestContext) -> RPCDispatch {
+        if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop { return .detach }
+        let decoded: PeerRequest
+        do {
+            decoded = try PeerCodec.decodeRequest(type: request.messageType, body: Array(request.body.readableBytesView))
+        } catch {
+            return .fail(RPCRemoteError(code: 1, message: "undecodable request: \(error.reason)"))
+        }
+        if case .ping = decoded {
+            let (type, body) = PeerCodec.encode(PeerReply.pong)
+            return .reply(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)))
+        }
+        return .later(node.receive(decoded, eventLoop: context.eventLoop))
+    }
+
+    func handle(_ request: RPCMessage, context: RPCRequestContext) async throws -> RPCMessage {
+        switch request.messageType {
+        case CatalogMessage.exchange:
+            let tables = try JSONDecoder().decode([TableDefinition].self, from: Data(request.body.readableBytesView))
+            try await catalog.adopt(tables)
+            return RPCMessage(messageType: CatalogMessage.reply, body: ByteBuffer(bytes: try catalog.encoded()))
+        case CatalogMessage.drop:
+            let name = String(decoding: request.body.readableBytesView, as: UTF8.self)
+            if (try? await catalog.remove(name: name)) != nil {
+                try await service.removeAllKeys(of: name)
+                logger.info("dropped a table at a peer's request", metadata: ["table": "\(name)"])
+            }
+            return RPCMessage(messageType: CatalogMessage.reply, body: ByteBuffer())
+        default:
+            throw RPCRemoteError(code: RPCRemoteError.unsupportedMessageTypeCode, message: "message type \(request.messageType) is not handled")
+        }
+    }
+}
