@@ -43,8 +43,10 @@ struct SimulatedDisk {
     func durableSlot(_ key: ItemKey) -> KeySlot { durable[key] ?? KeySlot() }
 
     /// Applies `operation` to the visible state under the key's (implicit) lock:
-    /// one thread runs the simulation, so nothing interleaves with it.
-    mutating func apply(_ operation: StorageOperation, to key: ItemKey, clientWrite: Int?) -> (sequence: UInt64, result: StorageResult) {
+    /// one thread runs the simulation, so nothing interleaves with it. Returns the
+    /// key's slot after the write too: a hinted client write's version is issued
+    /// under the actor of the hint record it leaves behind.
+    mutating func apply(_ operation: StorageOperation, to key: ItemKey, clientWrite: Int?) -> (sequence: UInt64, result: StorageResult, slot: KeySlot) {
         var slot = visibleSlot(key)
         let result: StorageResult
         if defect == .mergeOverwrites, case .merge(let incoming) = operation {
@@ -61,7 +63,7 @@ struct SimulatedDisk {
         // A refused client write (too many siblings) changed nothing and applied nothing.
         let applied: Int? = if case .object(_?) = result { clientWrite } else { nil }
         unsynced.append(UnsyncedWrite(sequence: nextSequence, key: key, slot: slot, clientWrite: applied))
-        return (nextSequence, result)
+        return (nextSequence, result, slot)
     }
 
     /// The fsync of write `sequence` completed: it and every earlier write are
@@ -82,10 +84,13 @@ struct SimulatedDisk {
         return persisted
     }
 
-    /// Power loss: everything not yet durable is gone.
-    mutating func crash() {
+    /// Power loss: everything not yet durable is gone. Returns the lost writes.
+    @discardableResult
+    mutating func crash() -> [UnsyncedWrite] {
+        let lost = unsynced
         visible = durable
         unsynced.removeAll()
+        return lost
     }
 }
 

@@ -53,7 +53,14 @@ struct SimulatedNode {
     }
 
     let id: NodeID
-    let actor: ActorID
+    /// The actor of the running incarnation. A restart after a crash takes a new one:
+    /// writes the crash lost may have left dots under the old one elsewhere.
+    var actor: ActorID
+    /// Every actor this node's engines drew for writes they coordinated as a
+    /// fallback, over all incarnations: hint records on disk keep theirs.
+    var hintActors: Set<ActorID> = []
+    /// Keys this node has kept a hint record for at some point.
+    var keysHinted: Set<Int> = []
     var engine: NodeEngine?
     var incarnation = 0
     var disk: SimulatedDisk
@@ -138,8 +145,15 @@ final class Simulation {
     var writeIndexByValue: [Sibling: Int] = [:]
     var keyCounts: [KeyWriteCounts]
     var writesByDot: [KeyDot: [Int]] = [:]
-    /// Dots whose first version a fallback coordinated into its hint store.
-    var dotsFirstIssuedAsHint: Set<KeyDot> = []
+    /// Every actor a node was given or an engine drew, so that each new one is fresh.
+    var actorsUsed: Set<ActorID> = []
+    /// Short names of actors for reports: `n2` (first incarnation), `n2@1` (after
+    /// its first crash), `n2.h3` (the third actor n2 drew for a fallback write).
+    var actorNames: [ActorID: String] = [:]
+    /// Seeds given to engines: every incarnation gets its own.
+    var engineSeeds: Set<UInt64> = []
+    /// Client-write applications a crash lost before their fsync.
+    var lostApplications: [Int] = []
     var keyLog: [[(time: SimulatedInstant, entry: KeyLogEntry)]]
     var faultLog: [(time: SimulatedInstant, text: String)] = []
     var violations: [Violation] = []
@@ -164,16 +178,18 @@ final class Simulation {
         homes = keys.map { key in
             ring.preferenceList(for: key.partition, count: parameters.replicaCount).map { nodeIndexByID[$0]! }
         }
-        var actors = Set<UInt64>()
+        var actors = Set<ActorID>()
         var nodes: [SimulatedNode] = []
         for id in ids {
-            var actor = random.next()
-            while !actors.insert(actor).inserted { actor = random.next() }
+            var actor = ActorID(rawValue: random.next())
+            while !actors.insert(actor).inserted { actor = ActorID(rawValue: random.next()) }
             nodes.append(SimulatedNode(
-                id: id, actor: ActorID(rawValue: actor), disk: SimulatedDisk(defect: parameters.shellDefect),
+                id: id, actor: actor, disk: SimulatedDisk(defect: parameters.shellDefect),
                 toldReachable: Array(repeating: true, count: parameters.nodeCount)))
         }
         self.nodes = nodes
+        actorsUsed = actors
+        actorNames = Dictionary(uniqueKeysWithValues: nodes.map { ($0.actor, $0.id.rawValue) })
         network = SimulatedNetwork(nodeCount: parameters.nodeCount)
         suspectedUntil = Array(repeating: Array(repeating: 0, count: parameters.nodeCount), count: parameters.nodeCount)
         dropProbability = parameters.dropProbability
@@ -248,12 +264,14 @@ final class Simulation {
 
     func startEngine(_ index: Int) {
         precondition(nodes[index].engine == nil, "internal inconsistency in Simulation: starting a running node")
+        // A seed per incarnation: a restarted engine that drew the actors of its
+        // previous life again would issue their dots a second time.
+        var engineSeed = random.next()
+        while !engineSeeds.insert(engineSeed).inserted { engineSeed = random.next() }
         let configuration = NodeEngine.Configuration(
             node: nodes[index].id, actor: nodes[index].actor,
             requestTimeout: SimulatedTime.duration(microseconds: parameters.requestTimeoutMicroseconds),
-            // Above the most (key, owner) pairs a run can hint, so that the engine's
-            // unordered choice among hints never decides which hand-offs start.
-            handoffConcurrencyMax: 64)
+            randomSeed: engineSeed)
         nodes[index].engine = NodeEngine(configuration: configuration, ring: ring)
         nodes[index].toldReachable = Array(repeating: true, count: nodes.count)
         var recovered: [(ItemKey, owners: [NodeID], bytes: Int)] = []
@@ -273,7 +291,7 @@ final class Simulation {
     }
 
     private func execute(_ directives: [NodeDirective], at index: Int) {
-        for directive in Self.canonicalOrder(directives) {
+        for directive in directives {
             switch directive {
             case .send(let request, let peer, let operation):
                 send(request, from: index, to: peer, operation: operation)
@@ -294,27 +312,6 @@ final class Simulation {
                 observe(observation)
             }
         }
-    }
-
-    /// Hand-off reads come out of a hash set whose order changes from process to
-    /// process; they are independent, so they are issued in key order to keep a seed
-    /// replayable in a new process.
-    static func canonicalOrder(_ directives: [NodeDirective]) -> [NodeDirective] {
-        guard directives.count > 1 else { return directives }
-        var ordered = directives
-        var start = 0
-        while start < ordered.count {
-            var end = start
-            while end < ordered.count, case .read = ordered[end] { end += 1 }
-            if end - start > 1 {
-                ordered[start..<end].sort { first, second in
-                    guard case .read(let firstKey, _) = first, case .read(let secondKey, _) = second else { return false }
-                    return firstKey.storageKey.lexicographicallyPrecedes(secondKey.storageKey)
-                }
-            }
-            start = max(end, start + 1)
-        }
-        return ordered
     }
 
     private func observe(_ observation: NodeObservation) {
@@ -416,19 +413,55 @@ final class Simulation {
             return
         }
         var clientWrite: Int?
-        if case .clientWrite(let sibling, _, let actor, _) = operation {
+        if case .clientWrite(let sibling, _, let actor, let hintFor) = operation {
             clientWrite = writeIndexByValue[sibling]
             if clientWrite == nil { violation(keyIndex, "unknown value", "\(nodes[index].id) applied a value no client wrote") }
-            if actor != nodes[index].actor { violation(keyIndex, "foreign actor", "\(nodes[index].id) wrote under actor \(actor)") }
+            checkOfferedActor(actor, hintFor: hintFor, keyIndex: keyIndex, at: index)
+            if hintFor != nil, nodes[index].disk.visibleSlot(key).hint == nil, nodes[index].keysHinted.contains(keyIndex) {
+                statistics.fallbackRewrites += 1
+            }
         }
-        let (sequence, result) = nodes[index].disk.apply(operation, to: key, clientWrite: clientWrite)
-        if let clientWrite, case .clientWrite(_, _, let actor, let hintFor) = operation, case .object(let object?) = result {
-            recordDot(Dot(actor: actor, counter: object.context[actor]), of: clientWrite, at: index, hintFor: hintFor)
+        let (sequence, result, slot) = nodes[index].disk.apply(operation, to: key, clientWrite: clientWrite)
+        if let clientWrite, case .clientWrite(_, _, let actor, let hintFor) = operation, case .object(let object?) = result,
+           let issuer = issuingActor(offered: actor, hintFor: hintFor, slot: slot, keyIndex: keyIndex, at: index) {
+            recordDot(Dot(actor: issuer, counter: object.context[issuer]), of: clientWrite, at: index, hintFor: hintFor)
         }
-        checkSlot(nodes[index].disk.visibleSlot(key), of: keyIndex, at: index)
+        if slot.hint != nil { nodes[index].keysHinted.insert(keyIndex) }
+        checkSlot(slot, of: keyIndex, at: index)
         let completion = max(now + random.microseconds(in: parameters.fsyncDelayMicroseconds), nodes[index].lastSyncCompletion)
         nodes[index].lastSyncCompletion = completion
         queue.schedule(.writeCompletes(node: index, incarnation: nodes[index].incarnation, id, sequence: sequence, result), at: completion)
+    }
+
+    /// The actor an engine offers with a client write: its own for a home replica's
+    /// write; for a fallback's, a fresh one that no node was given and no engine drew.
+    private func checkOfferedActor(_ actor: ActorID, hintFor: NodeID?, keyIndex: Int, at index: Int) {
+        guard hintFor != nil else {
+            if actor != nodes[index].actor {
+                violation(keyIndex, "foreign actor", "\(nodes[index].id) wrote under \(actorName(actor)), not its own actor")
+            }
+            return
+        }
+        guard actorsUsed.insert(actor).inserted else {
+            violation(keyIndex, "reused actor", "\(nodes[index].id) offered \(actorName(actor)) as a fresh actor for a fallback write")
+            return
+        }
+        nodes[index].hintActors.insert(actor)
+        actorNames[actor] = "\(nodes[index].id).h\(nodes[index].hintActors.count)"
+    }
+
+    /// The actor a client write's version was issued under: the node's own for a home
+    /// replica, the hint record's (one this node drew) for a fallback.
+    private func issuingActor(offered: ActorID, hintFor: NodeID?, slot: KeySlot, keyIndex: Int, at index: Int) -> ActorID? {
+        guard hintFor != nil else { return offered }
+        guard let record = slot.hint, let actor = record.actor else {
+            violation(keyIndex, "hint without actor", "\(nodes[index].id) coordinated a write as a fallback and kept no actor for it")
+            return nil
+        }
+        if !nodes[index].hintActors.contains(actor) {
+            violation(keyIndex, "foreign actor", "\(nodes[index].id) wrote a hint under \(actorName(actor)), which it never drew")
+        }
+        return actor
     }
 
     private func recordDot(_ dot: Dot, of write: Int, at node: Int, hintFor: NodeID?) {
@@ -442,7 +475,6 @@ final class Simulation {
             writes[write].dots.append(dot)
         }
         let keyDot = KeyDot(keyIndex: keyIndex, dot: dot)
-        if writesByDot[keyDot] == nil && hintFor != nil { dotsFirstIssuedAsHint.insert(keyDot) }
         if !writesByDot[keyDot, default: []].contains(write) { writesByDot[keyDot, default: []].append(write) }
     }
 

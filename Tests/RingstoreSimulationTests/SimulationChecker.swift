@@ -1,18 +1,5 @@
 import RingstoreCore
 
-/// Defects found in RingstoreCore by this simulator and reported; a violation they
-/// explain is recorded as a known issue rather than a new failure.
-enum KnownIssues {
-    /// A fallback that coordinated a write into its hint store forgets the key once the
-    /// hint is handed off, so its next write of the key reuses the same dot; replicas
-    /// then treat the new version as already seen and drop it.
-    static let fallbackDotReuse = "a fallback coordinator reissues dots after hand-off"
-    /// A node's counters live only in its stored objects. A write that a read exposed
-    /// before its fsync, then lost in a crash, leaves its dot in other replicas while
-    /// the restarted node issues that dot again; replicas then never converge.
-    static let crashDotReuse = "a restarted node reissues the dot of a write it lost unsynced"
-}
-
 /// The phases after the faults, and the checks that decide whether a run passed.
 extension Simulation {
     /// Runs the whole program for the seed's parameters: random clients and faults
@@ -189,8 +176,9 @@ extension Simulation {
         }
     }
 
-    /// A dot names one version: two writes under one dot means a node reissued a dot
-    /// it had handed out before a crash, and replicas can no longer tell them apart.
+    /// A dot names one version: two writes under one dot means a node issued a dot
+    /// twice (after a crash, or as a fallback that forgot a key), and replicas can no
+    /// longer tell the versions apart.
     private func checkDotsUnique() {
         let reused = writesByDot.filter { $0.value.count > 1 }.sorted {
             ($0.key.keyIndex, $0.key.dot.actor, $0.key.dot.counter) < ($1.key.keyIndex, $1.key.dot.actor, $1.key.dot.counter)
@@ -207,7 +195,7 @@ extension Simulation {
     // MARK: Reports
 
     func report() -> SimulationReport {
-        triageKnownIssues()
+        statistics.lostEscapedWrites = Set(lostApplications).filter { writes[$0].observedByClient || writes[$0].durableHolders != 0 }.count
         trace.combine(statistics.events)
         for keyIndex in keys.indices {
             for value in finalObject(keyIndex)?.values ?? [] { trace.combine(Array(name(of: value).utf8)) }
@@ -219,23 +207,9 @@ extension Simulation {
         return report
     }
 
-    /// Marks the violations that involve a write whose dot was issued to another
-    /// write too: the effects of `KnownIssues.fallbackDotReuse` when a fallback issued
-    /// it first, of `KnownIssues.crashDotReuse` otherwise.
-    private func triageKnownIssues() {
-        var issueOfWrite: [Int: String] = [:]
-        for (keyDot, sharing) in writesByDot where sharing.count > 1 {
-            let issue = dotsFirstIssuedAsHint.contains(keyDot) ? KnownIssues.fallbackDotReuse : KnownIssues.crashDotReuse
-            for write in sharing where issueOfWrite[write] == nil { issueOfWrite[write] = issue }
-        }
-        for index in violations.indices {
-            violations[index].knownIssue = violations[index].writes.lazy.compactMap { issueOfWrite[$0] }.first
-        }
-    }
-
     private func failureText() -> String {
         var lines = [
-            "Simulation found \(violations.count) violation(s), \(violations.filter { $0.knownIssue == nil }.count) not explained by known issues.",
+            "Simulation found \(violations.count) violation(s).",
             "reproduce with: RINGSTORE_SIM_SEED=\(parameters.seed) swift test --filter Simulation",
             "parameters: \(parameters)",
             "statistics: \(statistics.summary) trace=\(trace)",
@@ -243,7 +217,7 @@ extension Simulation {
         ]
         lines += violations.prefix(20).map { "  " + $0.line }
         let keyed = violations.filter { $0.keyIndex != nil }
-        if let focus = keyed.first(where: { $0.knownIssue == nil }) ?? keyed.first, let keyIndex = focus.keyIndex {
+        if let focus = keyed.first, let keyIndex = focus.keyIndex {
             lines.append("homes of key\(keyIndex): \(homes[keyIndex].map { nodes[$0].id.rawValue }), final: \(names(finalObject(keyIndex)))")
             lines.append("history of key\(keyIndex) around the first violation's writes:")
             lines += traceWindow(keyIndex: keyIndex, writes: focus.writes).map { "  [\(SimulatedTime.format($0.time))] " + describe($0.entry) }
@@ -277,7 +251,7 @@ extension Simulation {
     }
 
     func actorName(_ actor: ActorID) -> String {
-        nodes.first { $0.actor == actor }?.id.rawValue ?? actor.description
+        actorNames[actor] ?? actor.description
     }
 
     func describe(_ context: VersionVector?) -> String {

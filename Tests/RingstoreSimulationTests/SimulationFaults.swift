@@ -92,7 +92,7 @@ extension Simulation {
         guard nodes[index].isUp else { return }
         nodes[index].engine = nil
         nodes[index].incarnation += 1
-        nodes[index].disk.crash()
+        lostApplications += nodes[index].disk.crash().compactMap(\.clientWrite)
         nodes[index].peerRequests.removeAll()
         nodes[index].clientRequests.removeAll()
         nodes[index].lastSyncCompletion = now
@@ -101,11 +101,19 @@ extension Simulation {
         reachabilityChanged()
     }
 
-    /// The process starts again on its surviving data folder: same node id and actor,
-    /// a fresh engine that recovers its hints from disk.
+    /// The process starts again on its surviving data folder: same node id, a fresh
+    /// engine that recovers its hints from disk. Every stop here is a crash, so, as
+    /// the shell contract says of an unclean shutdown, the node takes a new actor:
+    /// writes the crash lost may have left their dots on other replicas.
     func restart(_ index: Int) {
         guard !nodes[index].isUp else { return }
-        faultLog.append((now, "\(nodes[index].id) restarts"))
+        if parameters.shellDefect != .restartKeepsActor {
+            var actor = ActorID(rawValue: random.next())
+            while !actorsUsed.insert(actor).inserted { actor = ActorID(rawValue: random.next()) }
+            nodes[index].actor = actor
+            actorNames[actor] = "\(nodes[index].id)@\(nodes[index].incarnation)"
+        }
+        faultLog.append((now, "\(nodes[index].id) restarts as \(actorName(nodes[index].actor))"))
         startEngine(index)
         reachabilityChanged()
     }

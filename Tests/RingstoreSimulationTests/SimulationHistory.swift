@@ -108,14 +108,11 @@ struct Violation: Sendable {
     var keyIndex: Int?
     var kind: String
     var detail: String
-    /// The writes involved, for the trace and for triage.
+    /// The writes involved, for the trace.
     var writes: [Int] = []
-    /// Set when the violation follows from a known, reported defect (see `KnownIssues`).
-    var knownIssue: String?
 
     var line: String {
-        let tag = knownIssue.map { " [known issue: \($0)]" } ?? ""
-        return "[\(SimulatedTime.format(time))] \(kind)\(keyIndex.map { " key\($0)" } ?? ""): \(detail)\(tag)"
+        "[\(SimulatedTime.format(time))] \(kind)\(keyIndex.map { " key\($0)" } ?? ""): \(detail)"
     }
 }
 
@@ -142,6 +139,12 @@ struct SimulationStatistics: Sendable {
     var hintsDelivered = 0
     var hintsDropped = 0
     var forwards = 0
+    /// Client writes a fallback coordinated into a hint record it had kept for the key
+    /// before and no longer has (handed off, dropped or lost in a crash).
+    var fallbackRewrites = 0
+    /// Client writes whose coordinator lost them unsynced in a crash after they had
+    /// reached a client read or another node's disk.
+    var lostEscapedWrites = 0
     var siblingsMax = 0
     var timersStarted = 0
 
@@ -150,7 +153,8 @@ struct SimulationStatistics: Sendable {
             "indeterminate=\(indeterminate) crashes=\(crashes) partitions=\(partitions) suspicions=\(suspicions) " +
             "dropped=\(messagesDropped) duplicated=\(messagesDuplicated) stalled=\(messagesStalled) " +
             "appliedTwice=\(writesAppliedTwice) repairs=\(readRepairs) " +
-            "hints=\(hintsStored)/\(hintsDelivered)/\(hintsDropped) forwards=\(forwards) siblingsMax=\(siblingsMax) events=\(events)"
+            "hints=\(hintsStored)/\(hintsDelivered)/\(hintsDropped) forwards=\(forwards) " +
+            "fallbackRewrites=\(fallbackRewrites) lostEscaped=\(lostEscapedWrites) siblingsMax=\(siblingsMax) events=\(events)"
     }
 }
 
@@ -164,6 +168,4 @@ struct SimulationReport: Sendable {
     var failureText: String?
 
     var passed: Bool { violations.isEmpty }
-    /// Violations that no known issue explains: each one is a new failure.
-    var unexplained: [Violation] { violations.filter { $0.knownIssue == nil } }
 }

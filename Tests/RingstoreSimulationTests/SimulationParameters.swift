@@ -6,6 +6,8 @@ enum ShellDefect: String, Sendable {
     case forgetEveryOtherSync
     /// Replica merges overwrite the stored object instead of syncing with it.
     case mergeOverwrites
+    /// A node restarted after a crash keeps its actor, against the shell contract.
+    case restartKeepsActor
 }
 
 /// How a run picks read and write quorums.

@@ -59,25 +59,14 @@ struct SimulationSeeds {
         let started = ContinuousClock.now
         let reports = await SimulationSeeds.run(plan.seeds.map { .derived(seed: $0, safetyScale: plan.scale) })
         for report in reports {
-            let verdict = report.passed ? "ok" : report.unexplained.isEmpty ? "known issue" : "FAILED"
-            print("seed \(report.parameters.seed): \(verdict) trace=\(report.traceHash) \(report.statistics.summary)")
+            print("seed \(report.parameters.seed): \(report.passed ? "ok" : "FAILED") trace=\(report.traceHash) \(report.statistics.summary)")
             print("  \(report.parameters)")
         }
-        let failed = reports.filter { !$0.unexplained.isEmpty }
-        let known = reports.filter { !$0.passed && $0.unexplained.isEmpty }
-        print("simulated \(reports.count) seeds in \(ContinuousClock.now - started); \(failed.count) failed, \(known.count) hit only known issues")
+        let failed = reports.filter { !$0.passed }
+        print("simulated \(reports.count) seeds in \(ContinuousClock.now - started); \(failed.count) failed" +
+              (failed.isEmpty ? "" : ": \(failed.map { String($0.parameters.seed) }.joined(separator: " "))"))
         for report in failed {
             Issue.record(Comment(rawValue: report.failureText ?? "seed \(report.parameters.seed) failed"))
-        }
-        if let first = known.first {
-            let issues = Set(known.flatMap { $0.violations.compactMap(\.knownIssue) }).sorted().joined(separator: "; ")
-            withKnownIssue(Comment(rawValue: issues), isIntermittent: true) {
-                Issue.record(Comment(rawValue: """
-                    seeds hitting only known issues: \(known.map { String($0.parameters.seed) }.joined(separator: " "))
-                    the first of them:
-                    \(first.failureText ?? "")
-                    """))
-            }
         }
     }
 
@@ -104,8 +93,8 @@ struct SimulationSeeds {
             return parameters
         }
         let reports = await SimulationSeeds.run(runs)
-        let caught = reports.filter { !$0.unexplained.isEmpty }
-        let kinds = Set(caught.flatMap { $0.unexplained.map(\.kind) })
+        let caught = reports.filter { !$0.passed }
+        let kinds = Set(caught.flatMap { $0.violations.map(\.kind) })
         print("defect \(defect.rawValue): caught in \(caught.count) of \(reports.count) seeds: \(kinds.sorted())")
         #expect(caught.count >= 3, "the checker missed a planted \(defect.rawValue) too often")
         #expect(kinds.contains("lost write"))

@@ -226,9 +226,9 @@ public final class ClusterNode: Sendable {
                 }
             case .failure(let error as RPCError):
                 switch error {
-                case .timedOut, .connectionClosed: reply = .failure(.timedOut)  // it may have run
+                case .timedOut, .connectionClosed, .shutdown: reply = .failure(.timedOut)  // it may have run
                 case .remote(_, let message), .malformedFrame(let message): reply = .failure(.rejected(message))
-                case .connectionFailed, .overloaded, .shutdown, .frameTooLarge: reply = .failure(.unreachable)  // never sent
+                case .connectionFailed, .overloaded, .frameTooLarge: reply = .failure(.unreachable)  // never sent
                 }
             case .failure:
                 reply = .failure(.unreachable)
