@@ -16,6 +16,21 @@ public enum StorageUpdate: Sendable, Equatable {
     case delete
 }
 
+/// Someone waiting for a write to become durable.
+enum DurabilityWaiter: Sendable {
+    case continuation(CheckedContinuation<Void, any Error>)
+    case callback(@Sendable (StorageError?) -> Void)
+
+    func complete(_ failure: StorageError?) {
+        switch self {
+        case .continuation(let continuation):
+            if let failure { continuation.resume(throwing: failure) } else { continuation.resume() }
+        case .callback(let done):
+            done(failure)
+        }
+    }
+}
+
 /// Proof of writes made with `StorageEngine.writeWithoutWaiting`, to wait on.
 public struct DurabilityTicket: Sendable, Equatable {
     let sequence: UInt64
@@ -53,7 +68,7 @@ public final class StorageEngine: Sendable {
         var nextSequence: UInt64
         var writtenSequence: UInt64
         var syncedSequence: UInt64
-        var waiters: [(sequence: UInt64, continuation: CheckedContinuation<Void, any Error>)] = []
+        var waiters: [(sequence: UInt64, waiter: DurabilityWaiter)] = []
         /// Closed segments that still need a hint file.
         var segmentsNeedingHints: [UInt32] = []
         /// Callers of `merge()` waiting for the maintenance thread.
@@ -329,18 +344,31 @@ public final class StorageEngine: Sendable {
         case .always: break
         }
         try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let ready: Result<Void, StorageError>? = state.withLock { state in
-                if let failure = state.failure { return .failure(failure) }
-                if state.syncedSequence >= sequence { return .success(()) }
-                state.waiters.append((sequence, continuation))
-                return nil
-            }
-            if let ready {
-                continuation.resume(with: ready.mapError { $0 as any Error })
-            } else {
-                syncer.signal()
-            }
+            register(.continuation(continuation), for: sequence)
         }
+    }
+
+    /// Calls `done` once the writes behind `ticket` meet the durability policy (nil)
+    /// or can never meet it (the error). For callers on an event loop that must not
+    /// suspend: `done` runs on the syncer thread, or at once on the caller's.
+    public func whenDurable(_ ticket: DurabilityTicket, _ done: @escaping @Sendable (StorageError?) -> Void) {
+        switch options.durability {
+        case .never, .interval:
+            done(nil)
+        case .always:
+            guard ticket.sequence > 0 else { return done(nil) }
+            register(.callback(done), for: ticket.sequence)
+        }
+    }
+
+    private func register(_ waiter: DurabilityWaiter, for sequence: UInt64) {
+        let ready: StorageError?? = state.withLock { state in
+            if let failure = state.failure { return .some(failure) }
+            if state.syncedSequence >= sequence { return .some(nil) }
+            state.waiters.append((sequence, waiter))
+            return .none
+        }
+        if let ready { waiter.complete(ready) } else { syncer.signal() }
     }
 
     /// One round of the syncer: fsync the active segment if anything is unsynced, then
@@ -396,9 +424,7 @@ public final class StorageEngine: Sendable {
             return ready
         }
         if !ready.isEmpty { metrics.syncBatch.record(ready.count) }
-        for waiter in ready {
-            if let failure { waiter.continuation.resume(throwing: failure) } else { waiter.continuation.resume() }
-        }
+        for entry in ready { entry.waiter.complete(failure) }
         return ready.count
     }
 

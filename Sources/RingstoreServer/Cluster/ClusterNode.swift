@@ -25,9 +25,11 @@ public struct PeerAddress: Sendable, Hashable {
 /// storage engines, the framed RPC transport, timers and a failure detector.
 ///
 /// Every event (a client request, a peer's request or reply, a finished disk
-/// write, a timer) is fed to the engine under one lock; the directives it returns
-/// are executed outside the lock. Reads run inline (they hit the page cache);
-/// writes wait for their fsync in a Task, never on an event loop.
+/// write, a timer) is fed to the engine on one event loop, the engine loop, which
+/// also owns the connections to peers: sending a message and handling its reply
+/// cross no threads. Reads run inline (they hit the page cache); a write is
+/// appended inline and its fsync is awaited by a callback from the syncer thread,
+/// never by blocking the loop.
 public final class ClusterNode: Sendable {
     public struct Settings: Sendable {
         public var requestTimeout: Duration = .seconds(2)
@@ -46,7 +48,8 @@ public final class ClusterNode: Sendable {
     let hintStorage: StorageEngine
     let peers: [NodeID: RPCClient]
     let addresses: [PeerAddress]
-    let group: any EventLoopGroup
+    /// The loop that runs the engine and owns the peer connections.
+    let engineLoop: any EventLoop
     let settings: Settings
     let logger: Logger
     private let keyStripes = (0..<1024).map { _ in KeyStripe() }
@@ -66,13 +69,14 @@ public final class ClusterNode: Sendable {
         self.partitioning = ring.partitioning
         self.storage = storage
         self.hintStorage = hintStorage
-        self.group = group
+        let engineLoop = group.next()
+        self.engineLoop = engineLoop
         self.settings = settings
         self.logger = logger
         self.addresses = peers
         var clients: [NodeID: RPCClient] = [:]
         for peer in peers where peer.id != id {
-            clients[peer.id] = RPCClient(host: peer.host, port: peer.port, group: group)
+            clients[peer.id] = RPCClient(host: peer.host, port: peer.port, group: engineLoop)
         }
         self.peers = clients
         var engine = NodeEngine(
@@ -91,7 +95,7 @@ public final class ClusterNode: Sendable {
     /// Loads the hints on disk and starts pings and hand-off.
     public func start() {
         feed { $0.recoverHints(self.recoveredHints()) }
-        let loop = group.any()
+        let loop = engineLoop
         let ping = loop.scheduleRepeatedTask(initialDelay: .zero, delay: TimeAmount(settings.pingInterval)) { [self] _ in
             pingPeers()
             updateReachability()
@@ -170,8 +174,20 @@ public final class ClusterNode: Sendable {
 
     // MARK: Driving the engine
 
-    /// Feeds one event to the engine and carries out what it asks.
-    func feed(_ event: (inout NodeEngine) -> [NodeDirective]) {
+    /// Feeds one event to the engine on the engine loop and carries out what it asks.
+    func feed(_ event: @escaping @Sendable (inout NodeEngine) -> [NodeDirective]) {
+        if engineLoop.inEventLoop {
+            feedNow(event)
+        } else {
+            engineLoop.execute { [self] in feedNow(event) }
+        }
+    }
+
+    /// `feed` for callers already on the engine loop.
+    private func feedNow(_ event: (inout NodeEngine) -> [NodeDirective]) {
+        engineLoop.assertInEventLoop()
+        // Uncontended: everything that changes the engine runs on this loop; the
+        // lock lets other threads read it (the cluster views).
         let directives = engine.withLock { event(&$0) }
         if !directives.isEmpty { execute(directives) }
     }
@@ -195,13 +211,12 @@ public final class ClusterNode: Sendable {
                 let result = read(key)
                 work += engine.withLock { $0.storageCompleted(result, operation: operation) }
             case .write(let key, let storageOperation, let operation):
-                Task { [self] in
-                    let result = await write(key, storageOperation)
+                write(key, storageOperation) { [self] result in
                     feed { $0.storageCompleted(result, operation: operation) }
                 }
             case .startTimer(let operation, let delay):
-                group.any().scheduleTask(in: TimeAmount(delay)) { [self] in
-                    feed { $0.timerFired(operation) }
+                engineLoop.scheduleTask(in: TimeAmount(delay)) { [self] in
+                    feedNow { $0.timerFired(operation) }
                 }
             case .observe(let observation):
                 observe(observation)
@@ -251,10 +266,14 @@ public final class ClusterNode: Sendable {
         }
     }
 
-    private func write(_ key: ItemKey, _ operation: StorageOperation) async -> StorageResult {
+    /// Applies a storage operation (read, compute, append) at once, then calls `done`
+    /// when the appended records are durable.
+    private func write(_ key: ItemKey, _ operation: StorageOperation, done: @escaping @Sendable (StorageResult) -> Void) {
         let stripe = keyStripes[Int(UInt(bitPattern: key.storageKey.hashValue) % UInt(keyStripes.count))]
+        let pending: [(StorageEngine, DurabilityTicket)]
+        let result: StorageResult
         do {
-            let (tickets, result) = try stripe.lock.withLock { _ -> ([(StorageEngine, DurabilityTicket)], StorageResult) in
+            (pending, result) = try stripe.lock.withLock { _ -> ([(StorageEngine, DurabilityTicket)], StorageResult) in
                 let main = try storage.get(partition: key.partition, key: key.storageKey).map(StoredObject.decodeObject)
                 let hint = try hintStorage.get(partition: key.partition, key: hintKey(key)).map(HintRecord.decode)
                 let outcome = ReplicaStore.apply(operation, main: main, hint: hint)
@@ -269,10 +288,21 @@ public final class ClusterNode: Sendable {
                 }
                 return (tickets, outcome.result)
             }
-            for (engine, ticket) in tickets { try await engine.waitUntilDurable(ticket) }
-            return result
         } catch {
-            return .failed(Self.failure(error))
+            return done(.failed(Self.failure(error)))
+        }
+        Self.whenAllDurable(pending[...]) { failure in
+            done(failure.map { .failed(Self.failure($0)) } ?? result)
+        }
+    }
+
+    /// Calls `done` once every ticket is durable, with the first failure if any.
+    private static func whenAllDurable(_ tickets: ArraySlice<(StorageEngine, DurabilityTicket)>, _ done: @escaping @Sendable (StorageError?) -> Void) {
+        guard let (engine, ticket) = tickets.first else { return done(nil) }
+        let rest = Array(tickets.dropFirst())
+        engine.whenDurable(ticket) { failure in
+            if let failure { return done(failure) }
+            whenAllDurable(rest[...], done)
         }
     }
 
