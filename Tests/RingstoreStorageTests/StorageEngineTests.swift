@@ -206,6 +206,64 @@ struct StorageEngineTests {
         await engine.close()
     }
 
+    // Proves that `interval` durability returns at once and syncs in the background.
+    @Test func intervalDurabilitySyncsInTheBackground() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, options: StorageOptions(durability: .interval(milliseconds: 20)), logger: quietLogger)
+        try await engine.put(partition: p0, key: bytes("k"), value: bytes("v"))
+        var waited = 0
+        while engine.statistics.syncs == 0 && waited < 200 {
+            try await Task.sleep(for: .milliseconds(10))
+            waited += 1
+        }
+        #expect(engine.statistics.syncs > 0)
+        await engine.close()
+    }
+
+    // Proves that `update` serialises read-modify-writes of one key: 16 concurrent increments all count.
+    @Test func updateIsAtomicPerKey() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, options: StorageOptions(durability: .never), logger: quietLogger)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for _ in 0..<16 {
+                group.addTask {
+                    for _ in 0..<50 {
+                        _ = try await engine.update(partition: p0, key: bytes("counter")) { current -> (StorageUpdate, Int) in
+                            let next = (current.map { Int(String(decoding: $0, as: UTF8.self))! } ?? 0) + 1
+                            return (.put(bytes(String(next))), next)
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(try engine.get(partition: p0, key: bytes("counter")) == bytes("800"))
+        let removed = try await engine.update(partition: p0, key: bytes("counter")) { _ in (StorageUpdate.delete, true) }
+        #expect(removed && !engine.contains(partition: p0, key: bytes("counter")))
+        await engine.close()
+    }
+
+    // Proves that writes made without waiting become durable through the callback, and survive a restart.
+    @Test func writeWithoutWaitingAndCallbacks() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        var engine: StorageEngine? = try StorageEngine(directory: folder.path, options: StorageOptions(durability: .always), logger: quietLogger)
+        let ticket = try engine!.writeWithoutWaiting([(p0, bytes("a"), bytes("1")), (p1, bytes("b"), bytes("2")), (p0, bytes("gone"), nil)])
+        let failure: StorageError? = await withCheckedContinuation { continuation in
+            engine!.whenDurable(ticket) { continuation.resume(returning: $0) }
+        }
+        #expect(failure == nil)
+        #expect(engine!.statistics.syncs >= 1)
+        await engine!.close()
+        engine = nil
+        let reopened = try StorageEngine(directory: folder.path, logger: quietLogger)
+        #expect(try reopened.get(partition: p0, key: bytes("a")) == bytes("1"))
+        #expect(try reopened.get(partition: p1, key: bytes("b")) == bytes("2"))
+        await reopened.close()
+    }
+
     // Proves that a second process (or engine) cannot open a data folder in use.
     @Test func dataFolderIsLocked() async throws {
         let folder = TemporaryDirectory()
