@@ -173,16 +173,36 @@ struct ReplicaStoreTests {
     // Proves that a client write goes to the hint slot when the node stands in for another, and that a read merges both slots.
     @Test func clientWriteAndHints() {
         let actor = ActorID(rawValue: 1)
-        let stored = ReplicaStore.apply(.clientWrite(value, context: nil, actor: actor, hintFor: NodeID("n2")), main: nil, hint: nil)
+        let stored = ReplicaStore.apply(
+            .clientWrite(value, context: nil, actor: actor, hint: HintedWrite(owner: NodeID("n2"), freshActor: ActorID(rawValue: 77))), main: nil, hint: nil)
         #expect(stored.main == nil)
         guard case .some(let record?) = stored.hint else {
             Issue.record("expected a hint record")
             return
         }
         #expect(record.owners == [NodeID("n2")])
+        #expect(record.actor == ActorID(rawValue: 77) && record.actorEpoch == actor)
         let mainObject = StoredObject().update(with: .fresh(Sibling(contentType: "x", data: [2]), context: nil), actor: ActorID(rawValue: 9))
         let read = ReplicaStore.read(main: mainObject, hint: record)
         #expect(read?.siblingCount == 2)
+    }
+
+    // Proves that a fallback keeps issuing under its hint actor while its own actor is unchanged, and draws a fresh one after the node took a new actor (an unclean restart).
+    @Test func hintActorIsRetiredWithTheNodeActor() {
+        let before = ActorID(rawValue: 1), after = ActorID(rawValue: 2)
+        let first = ReplicaStore.apply(
+            .clientWrite(value, context: nil, actor: before, hint: HintedWrite(owner: NodeID("n2"), freshActor: ActorID(rawValue: 10))), main: nil, hint: nil)
+        guard case .some(let record?) = first.hint else { return }
+        let same = ReplicaStore.apply(
+            .clientWrite(value, context: nil, actor: before, hint: HintedWrite(owner: NodeID("n2"), freshActor: ActorID(rawValue: 11))), main: nil, hint: record)
+        guard case .some(let kept?) = same.hint else { return }
+        #expect(kept.actor == ActorID(rawValue: 10))
+        let restarted = ReplicaStore.apply(
+            .clientWrite(value, context: nil, actor: after, hint: HintedWrite(owner: NodeID("n2"), freshActor: ActorID(rawValue: 12))), main: nil, hint: record)
+        guard case .some(let renewed?) = restarted.hint else { return }
+        #expect(renewed.actor == ActorID(rawValue: 12) && renewed.actorEpoch == after)
+        let decoded = try? HintRecord.decode(HintRecord.encode(renewed))
+        #expect(decoded == renewed)
     }
 
     // Proves that settling a hint keeps it when newer versions arrived after the hand-off read.
@@ -202,7 +222,7 @@ struct ReplicaStoreTests {
         for index in 0..<Limits.siblingsMax {
             object = object.update(with: .fresh(Sibling(contentType: "x", data: [UInt8(index % 256)]), context: nil), actor: ActorID(rawValue: 1))
         }
-        let outcome = ReplicaStore.apply(.clientWrite(value, context: nil, actor: ActorID(rawValue: 1), hintFor: nil), main: object, hint: nil)
+        let outcome = ReplicaStore.apply(.clientWrite(value, context: nil, actor: ActorID(rawValue: 1), hint: nil), main: object, hint: nil)
         #expect(outcome.result == .failed(.tooManySiblings(count: Limits.siblingsMax + 1, max: Limits.siblingsMax)))
         #expect(outcome.main == nil)
     }

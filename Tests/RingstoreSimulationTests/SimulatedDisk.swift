@@ -85,7 +85,6 @@ struct SimulatedDisk {
     }
 
     /// Power loss: everything not yet durable is gone. Returns the lost writes.
-    @discardableResult
     mutating func crash() -> [UnsyncedWrite] {
         let lost = unsynced
         visible = durable

@@ -413,18 +413,19 @@ final class Simulation {
             return
         }
         var clientWrite: Int?
-        if case .clientWrite(let sibling, _, let actor, let hintFor) = operation {
+        if case .clientWrite(let sibling, _, let actor, let hinted) = operation {
+            let hintFor = hinted?.owner
             clientWrite = writeIndexByValue[sibling]
             if clientWrite == nil { violation(keyIndex, "unknown value", "\(nodes[index].id) applied a value no client wrote") }
-            checkOfferedActor(actor, hintFor: hintFor, keyIndex: keyIndex, at: index)
+            checkOfferedActor(actor, hinted: hinted, keyIndex: keyIndex, at: index)
             if hintFor != nil, nodes[index].disk.visibleSlot(key).hint == nil, nodes[index].keysHinted.contains(keyIndex) {
                 statistics.fallbackRewrites += 1
             }
         }
         let (sequence, result, slot) = nodes[index].disk.apply(operation, to: key, clientWrite: clientWrite)
-        if let clientWrite, case .clientWrite(_, _, let actor, let hintFor) = operation, case .object(let object?) = result,
-           let issuer = issuingActor(offered: actor, hintFor: hintFor, slot: slot, keyIndex: keyIndex, at: index) {
-            recordDot(Dot(actor: issuer, counter: object.context[issuer]), of: clientWrite, at: index, hintFor: hintFor)
+        if let clientWrite, case .clientWrite(_, _, let actor, let hinted) = operation, case .object(let object?) = result,
+           let issuer = issuingActor(offered: actor, hintFor: hinted?.owner, slot: slot, keyIndex: keyIndex, at: index) {
+            recordDot(Dot(actor: issuer, counter: object.context[issuer]), of: clientWrite, at: index, hintFor: hinted?.owner)
         }
         if slot.hint != nil { nodes[index].keysHinted.insert(keyIndex) }
         checkSlot(slot, of: keyIndex, at: index)
@@ -433,21 +434,19 @@ final class Simulation {
         queue.schedule(.writeCompletes(node: index, incarnation: nodes[index].incarnation, id, sequence: sequence, result), at: completion)
     }
 
-    /// The actor an engine offers with a client write: its own for a home replica's
-    /// write; for a fallback's, a fresh one that no node was given and no engine drew.
-    private func checkOfferedActor(_ actor: ActorID, hintFor: NodeID?, keyIndex: Int, at index: Int) {
-        guard hintFor != nil else {
-            if actor != nodes[index].actor {
-                violation(keyIndex, "foreign actor", "\(nodes[index].id) wrote under \(actorName(actor)), not its own actor")
-            }
+    /// The actors an engine offers with a client write: always its own; for a
+    /// fallback's write also a fresh one that no node was given and no engine drew.
+    private func checkOfferedActor(_ actor: ActorID, hinted: HintedWrite?, keyIndex: Int, at index: Int) {
+        if actor != nodes[index].actor {
+            violation(keyIndex, "foreign actor", "\(nodes[index].id) wrote under \(actorName(actor)), not its own actor")
+        }
+        guard let fresh = hinted?.freshActor else { return }
+        guard actorsUsed.insert(fresh).inserted else {
+            violation(keyIndex, "reused actor", "\(nodes[index].id) offered \(actorName(fresh)) as a fresh actor for a fallback write")
             return
         }
-        guard actorsUsed.insert(actor).inserted else {
-            violation(keyIndex, "reused actor", "\(nodes[index].id) offered \(actorName(actor)) as a fresh actor for a fallback write")
-            return
-        }
-        nodes[index].hintActors.insert(actor)
-        actorNames[actor] = "\(nodes[index].id).h\(nodes[index].hintActors.count)"
+        nodes[index].hintActors.insert(fresh)
+        actorNames[fresh] = "\(nodes[index].id).h\(nodes[index].hintActors.count)"
     }
 
     /// The actor a client write's version was issued under: the node's own for a home

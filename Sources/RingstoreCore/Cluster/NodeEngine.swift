@@ -189,10 +189,10 @@ public struct NodeEngine: Sendable {
             let id = newOperation(.put(coordinator, requester))
             // As a fallback, a node issues versions under an actor of the hint record,
             // fresh for each record (see HintRecord.actor).
-            let actor = local.hintFor == nil ? configuration.actor : ActorID(rawValue: random.next())
+            let hinted = local.hintFor.map { HintedWrite(owner: $0, freshActor: ActorID(rawValue: random.next())) }
             return [
                 .startTimer(id, after: configuration.requestTimeout),
-                .write(key, .clientWrite(sibling, context: context, actor: actor, hintFor: local.hintFor), operation: id),
+                .write(key, .clientWrite(sibling, context: context, actor: configuration.actor, hint: hinted), operation: id),
             ]
         }
     }

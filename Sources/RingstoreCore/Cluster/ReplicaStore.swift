@@ -9,11 +9,16 @@ public struct HintRecord: Sendable, Equatable {
     /// deleted, the node no longer knows that actor's counter for the key, so it must
     /// never issue versions under it again.
     public var actor: ActorID?
+    /// The node's own actor when `actor` was drawn. A node takes a new actor after an
+    /// unclean shutdown, which may have lost versions issued under `actor` too; a
+    /// record from an earlier actor's time gets a fresh `actor` at its next write.
+    public var actorEpoch: ActorID?
 
-    public init(object: StoredObject, owners: [NodeID], actor: ActorID? = nil) {
+    public init(object: StoredObject, owners: [NodeID], actor: ActorID? = nil, actorEpoch: ActorID? = nil) {
         self.object = object
         self.owners = owners.sorted()
         self.actor = actor
+        self.actorEpoch = actorEpoch
     }
 
     public static func encode(_ record: HintRecord) -> [UInt8] {
@@ -21,9 +26,10 @@ public struct HintRecord: Sendable, Equatable {
         writer.writeUInt8(1)
         writer.writeVarint(UInt64(record.owners.count))
         for owner in record.owners { writer.writeString(owner.rawValue) }
-        if let actor = record.actor {
+        if let actor = record.actor, let epoch = record.actorEpoch {
             writer.writeUInt8(1)
             writer.writeUInt64BE(actor.rawValue)
+            writer.writeUInt64BE(epoch.rawValue)
         } else {
             writer.writeUInt8(0)
         }
@@ -37,14 +43,18 @@ public struct HintRecord: Sendable, Equatable {
         let count = try reader.readCount(elementBytesMin: 1)
         var owners: [NodeID] = []
         for _ in 0..<count { owners.append(NodeID(try reader.readString())) }
-        let actor: ActorID? = switch try reader.readUInt8() {
-        case 0: nil
-        case 1: ActorID(rawValue: try reader.readUInt64BE())
+        var actor: ActorID?
+        var epoch: ActorID?
+        switch try reader.readUInt8() {
+        case 0: break
+        case 1:
+            actor = ActorID(rawValue: try reader.readUInt64BE())
+            epoch = ActorID(rawValue: try reader.readUInt64BE())
         case let other: throw DecodeError("hint record actor flag \(other)")
         }
         let object = try StoredObject.decodeObject(try reader.readBytes())
         try reader.expectEnd()
-        return HintRecord(object: object, owners: owners, actor: actor)
+        return HintRecord(object: object, owners: owners, actor: actor, actorEpoch: epoch)
     }
 }
 
@@ -52,11 +62,10 @@ public struct HintRecord: Sendable, Equatable {
 /// key's lock with `ReplicaStore.apply`, so every node, real or simulated, stores
 /// the same way.
 public enum StorageOperation: Sendable, Equatable {
-    /// The coordinator's own write: a new version after what `context` saw, under
-    /// `actor`. When the node stands in for `hintFor`, the write goes to the hint
-    /// store and is issued under the hint record's actor; `actor` must then be a
-    /// fresh one, used only if the record has none yet.
-    case clientWrite(Sibling, context: VersionVector?, actor: ActorID, hintFor: NodeID?)
+    /// The coordinator's own write: a new version after what `context` saw, under the
+    /// node's `actor`. When the node stands in for a home replica (`hint`), the write
+    /// goes to the hint store under the hint record's actor (see `HintRecord.actor`).
+    case clientWrite(Sibling, context: VersionVector?, actor: ActorID, hint: HintedWrite?)
     /// A replica write: merge the coordinator's object into main storage.
     case merge(StoredObject)
     /// A fallback's replica write: merge into the hint kept for `owner`.
@@ -66,6 +75,18 @@ public enum StorageOperation: Sendable, Equatable {
     case settleHint(owner: NodeID, delivered: StoredObject)
     /// Forget the hint for `owner` (the hint store is over its bounds).
     case dropHint(owner: NodeID)
+}
+
+/// A client write coordinated by a fallback: the home replica it stands in for, and
+/// a fresh actor for the hint record should it need one.
+public struct HintedWrite: Sendable, Equatable {
+    public var owner: NodeID
+    public var freshActor: ActorID
+
+    public init(owner: NodeID, freshActor: ActorID) {
+        self.owner = owner
+        self.freshActor = freshActor
+    }
 }
 
 /// The outcome of a storage command.
@@ -100,16 +121,17 @@ public enum ReplicaStore {
     /// Applies `operation` to the key's stored state.
     public static func apply(_ operation: StorageOperation, main: StoredObject?, hint: HintRecord?) -> Outcome {
         switch operation {
-        case .clientWrite(let sibling, let context, let actor, let hintFor):
+        case .clientWrite(let sibling, let context, let actor, let hinted):
             let current = read(main: main, hint: hint) ?? StoredObject()
-            let issuer = hintFor == nil ? actor : (hint?.actor ?? actor)
+            let issuer = hinted.map { Self.hintActor(hint, hinted: $0, epoch: actor) } ?? actor
             let updated = current.update(with: .fresh(sibling, context: context), actor: issuer)
             guard updated.siblingCount <= Limits.siblingsMax else {
                 return Outcome(main: nil, hint: nil, result: .failed(.tooManySiblings(count: updated.siblingCount, max: Limits.siblingsMax)))
             }
-            if let owner = hintFor {
-                var record = merged(hint, updated, owner: owner)
+            if let hinted {
+                var record = merged(hint, updated, owner: hinted.owner)
                 record.actor = issuer
+                record.actorEpoch = actor
                 return Outcome(main: nil, hint: .some(record), result: .object(updated))
             }
             return Outcome(main: .some(updated), hint: nil, result: .object(updated))
@@ -132,6 +154,13 @@ public enum ReplicaStore {
             let after: HintRecord? = record.owners.isEmpty ? nil : record
             return Outcome(main: nil, hint: .some(after), result: .hint(after))
         }
+    }
+
+    /// The actor a fallback write is issued under: the record's, if it was drawn under
+    /// the node's current actor; otherwise the fresh one.
+    static func hintActor(_ record: HintRecord?, hinted: HintedWrite, epoch: ActorID) -> ActorID {
+        if let record, let actor = record.actor, record.actorEpoch == epoch { return actor }
+        return hinted.freshActor
     }
 
     private static func merged(_ hint: HintRecord?, _ object: StoredObject, owner: NodeID) -> HintRecord {
