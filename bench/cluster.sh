@@ -12,15 +12,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 connections="${2:-32}"
 keys=10000
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }; }
-if [[ -z "${RINGSTORE_BIN:-}" ]]; then
-  swift build -c release --scratch-path .build-release >/dev/null
-  RINGSTORE_BIN="$PWD/.build-release/release/ringstore"
-fi
-work="$(mktemp -d /tmp/ringstore-cluster-bench-XXXXXX)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
 
 http_ports=(18281 18282 18283)
 rpc_ports=(18291 18292 18293)
@@ -75,7 +67,6 @@ results=()
 results+=("$(run 'cluster GET r=2' get.lua)")
 results+=("$(run 'cluster PUT w=2' put.lua)")
 
-field() { sed -n "s/.*$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 date_utc=$(date -u +%Y-%m-%d)
 out="bench/results/cluster-3-nodes-$date_utc.md"
 {
@@ -83,7 +74,7 @@ out="bench/results/cluster-3-nodes-$date_utc.md"
   echo
   echo "Command: \`bench/cluster.sh $seconds $connections\` — three wrk -t1 processes, one per node, $connections connections in all,"
   echo "-d${seconds}s, 100-byte values, $keys preloaded keys, N=3 R=2 W=2, \`--durability always\`, all on one machine:"
-  echo "$(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs). p50 and p99 are the worst of the three wrk runs."
+  echo "$(machine). p50 and p99 are the worst of the three wrk runs."
   echo
   echo "| what | requests/s | p50 ms | p99 ms | non-2xx |"
   echo "| --- | ---: | ---: | ---: | ---: |"

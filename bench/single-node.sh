@@ -11,15 +11,7 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 connections="${2:-32}"
 keys=10000
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }; }
-if [[ -z "${RINGSTORE_BIN:-}" ]]; then
-  swift build -c release --scratch-path .build-release >/dev/null
-  RINGSTORE_BIN="$PWD/.build-release/release/ringstore"
-fi
-work="$(mktemp -d /tmp/ringstore-bench-XXXXXX)"
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+source bench/lib.sh
 
 wait_for() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "$1 did not come up" >&2; exit 1; }
 
@@ -51,7 +43,6 @@ results+=("$(run 'node GET' http://127.0.0.1:18181 get.lua)")
 results+=("$(run 'baseline PUT' http://127.0.0.1:18182 put.lua)")
 results+=("$(run 'node PUT' http://127.0.0.1:18181 put.lua)")
 
-field() { sed -n "s/.*$2=\([0-9.]*\).*/\1/p" <<<"$1"; }
 base_get=$(field "${results[0]}" rps); node_get=$(field "${results[1]}" rps)
 base_put=$(field "${results[2]}" rps); node_put=$(field "${results[3]}" rps)
 date_utc=$(date -u +%Y-%m-%d)
@@ -60,7 +51,7 @@ out="bench/results/single-node-$date_utc.md"
   echo "# Single node over HTTP, $date_utc"
   echo
   echo "Command: \`bench/single-node.sh $seconds $connections\` — wrk -t2 -c$connections -d${seconds}s, 100-byte values,"
-  echo "$keys preloaded keys, node with \`--durability always\`. Machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)."
+  echo "$keys preloaded keys, node with \`--durability always\`. Machine: $(machine)."
   echo
   echo "| what | requests/s | p50 ms | p99 ms | non-2xx |"
   echo "| --- | ---: | ---: | ---: | ---: |"

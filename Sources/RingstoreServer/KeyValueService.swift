@@ -59,12 +59,7 @@ public final class LocalKeyValueService: KeyValueService {
     }
 
     public func removeAllKeys(of table: String) async throws {
-        for (partition, _) in storage.keyCountsByPartition() {
-            for storageKey in storage.keys(in: partition) {
-                guard let decoded = StorageKeyCodec.decode(storageKey), decoded.table == table else { continue }
-                try await storage.delete(partition: partition, key: storageKey)
-            }
-        }
+        try await storage.removeAllKeys(ofTable: table)
     }
 
     /// Merges a new version into the stored object under the key's update lock.
@@ -94,6 +89,18 @@ public final class LocalKeyValueService: KeyValueService {
             return try StoredObject.decodeObject(bytes)
         } catch {
             throw APIError.internalError("A stored value could not be decoded (\(error.reason)).")
+        }
+    }
+}
+
+extension StorageEngine {
+    /// Deletes every key this engine holds for `table` (a dropped table).
+    func removeAllKeys(ofTable table: String) async throws {
+        for (partition, _) in keyCountsByPartition() {
+            for storageKey in keys(in: partition) {
+                guard let decoded = StorageKeyCodec.decode(storageKey), decoded.table == table else { continue }
+                try await delete(partition: partition, key: storageKey)
+            }
         }
     }
 }

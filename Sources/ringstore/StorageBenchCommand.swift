@@ -140,7 +140,7 @@ struct StorageBenchCommand: AsyncParsableCommand {
         let started = ContinuousClock.now
         let deadline = started + .milliseconds(Int(seconds * 1000))
         try await concurrently(readers) { reader in
-            var generator = SplitMix(seed: UInt64(reader + 1))
+            var generator = SplitMixGenerator(seed: UInt64(reader + 1))
             var done = 0
             while true {
                 for _ in 0..<1000 {
@@ -175,19 +175,6 @@ final class Counter: @unchecked Sendable {
     private var total = 0
     func add(_ amount: Int) { lock.withLock { total += amount } }
     var value: Int { lock.withLock { total } }
-}
-
-/// A small seeded generator for picking keys.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 /// This process's resident set size, from /proc/self/statm.

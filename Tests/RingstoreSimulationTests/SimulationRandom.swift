@@ -1,3 +1,5 @@
+import RingstoreCore
+
 /// The simulator's only source of randomness: SplitMix64 (Steele, Lea and Flood,
 /// 2014), seeded once per run. Every choice a run makes (parameters, delays,
 /// faults, client operations) is drawn from it in event order, so one seed replays
@@ -7,18 +9,14 @@
 /// `random(in:using:)`, whose algorithm is not promised to stay the same across
 /// toolchains; a seed should mean the same run on every machine.
 struct SimulationRandom: RandomNumberGenerator {
-    private var state: UInt64
+    private var generator: SplitMixGenerator
 
     init(seed: UInt64) {
-        state = seed
+        generator = SplitMixGenerator(seed: seed)
     }
 
     mutating func next() -> UInt64 {
-        state &+= 0x9e37_79b9_7f4a_7c15
-        var mixed = state
-        mixed = (mixed ^ (mixed >> 30)) &* 0xbf58_476d_1ce4_e5b9
-        mixed = (mixed ^ (mixed >> 27)) &* 0x94d0_49bb_1331_11eb
-        return mixed ^ (mixed >> 31)
+        generator.next()
     }
 
     /// A uniform value in `range` (the modulo bias is below 2^-40 for the small

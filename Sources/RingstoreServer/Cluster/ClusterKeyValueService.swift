@@ -38,12 +38,7 @@ public final class ClusterKeyValueService: KeyValueService {
 
     /// Removes this node's copies of a dropped table's keys (every node does the same).
     public func removeAllKeys(of table: String) async throws {
-        for (partition, _) in storage.keyCountsByPartition() {
-            for storageKey in storage.keys(in: partition) {
-                guard let decoded = StorageKeyCodec.decode(storageKey), decoded.table == table else { continue }
-                try await storage.delete(partition: partition, key: storageKey)
-            }
-        }
+        try await storage.removeAllKeys(ofTable: table)
     }
 
     static func apiError(_ failure: ClientFailure) -> APIError {
