@@ -102,29 +102,40 @@ struct NodeEngineTests {
         #expect(done == [.replyToClient(token: 3, .written(context: VersionVector()))])
     }
 
-    // Proves the get path: the reply after R answers is the merge, and stale home replicas are repaired.
+    // Proves the get path: it asks R replicas (itself first), answers with their merge, and repairs the one that was behind.
     @Test func getMergesAndRepairs() throws {
         var engine = try makeEngine()
         let item = key(homedAt: "n1", in: engine)
         let directives = engine.clientRequested(.get(item, r: 2, n: 3), token: 9)
         let id = directives.compactMap { if case .read(_, let id) = $0 { id } else { nil } }.first!
         let peers = directives.compactMap { if case .send(.replicaRead, let peer, _) = $0 { peer } else { nil } }
-        #expect(peers.count == 2)
+        #expect(peers.count == 1)
         let old = StoredObject().update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 2))
         let new = old.update(with: .fresh(Sibling(contentType: "text/plain", data: [1]), context: old.context), actor: ActorID(rawValue: 2))
         #expect(engine.storageCompleted(.object(old), operation: id).isEmpty)
         let reply = engine.peerReplied(.success(.replicaRead(new)), operation: id, from: peers[0])
-        #expect(reply == [.replyToClient(token: 9, .found(new))])
-        let last = engine.peerReplied(.success(.replicaRead(nil)), operation: id, from: peers[1])
-        let repaired = last.compactMap { directive -> NodeID? in
-            switch directive {
-            case .write(_, .merge(let object), _): object == new ? NodeID("n1") : nil
-            case .send(.replicaWrite(_, let object, nil), let peer, _): object == new ? peer : nil
-            default: nil
-            }
-        }
-        #expect(Set(repaired) == [NodeID("n1"), peers[1]])
+        #expect(reply.first == .replyToClient(token: 9, .found(new)))
+        #expect(reply.contains(.write(item, .merge(new), operation: OperationID(rawValue: id.rawValue + 1))))
         #expect(engine.operationsInFlight == 0)
+    }
+
+    // Proves that a get asks one more replica for every one that fails, and fails with the numbers when none is left.
+    @Test func getAsksAnotherReplicaOnFailure() throws {
+        var engine = try makeEngine()
+        let item = key(homedAt: "n1", in: engine)
+        let directives = engine.clientRequested(.get(item, r: 2, n: 3), token: 4)
+        guard case .send(.replicaRead, let first, let id)? = directives.last else {
+            Issue.record("expected a replica read, got \(directives)")
+            return
+        }
+        let retry = engine.peerReplied(.failure(.unreachable), operation: id, from: first)
+        guard case .send(.replicaRead, let second, _)? = retry.first else {
+            Issue.record("expected a read of the third replica, got \(retry)")
+            return
+        }
+        #expect(second != first && second != NodeID("n1"))
+        let failed = engine.peerReplied(.failure(.timedOut), operation: id, from: second)
+        #expect(failed.contains(.replyToClient(token: 4, .failed(.insufficientReplicas(have: 0, need: 2)))))
     }
 
     // Proves hinted hand-off: a fallback keeps a hint, delivers it when the owner is back, and forgets it once acknowledged.

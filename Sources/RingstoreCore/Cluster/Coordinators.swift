@@ -12,11 +12,16 @@ public struct ReplicaTarget: Hashable, Sendable, CustomStringConvertible {
     public var description: String { hintFor.map { "\(node)(for \($0))" } ?? node.description }
 }
 
-/// Riak's get FSM as a state machine: ask every target, answer after `r` replies
-/// with the merge of what they hold, keep listening until all have answered or the
-/// deadline passes, then repair the home replicas that were behind.
+/// Riak's get FSM as a state machine, asking only as many replicas as it needs:
+/// the first `r` targets (this node first, when it is one), and one more for every
+/// target that fails. It answers after `r` replies with the merge of what they
+/// hold, keeps listening until every replica it asked has answered or the deadline
+/// passes, then repairs the home replicas among them that were behind. Replicas it
+/// did not ask are brought up to date by hand-off, by reads that ask them, and by
+/// anti-entropy.
 struct GetCoordinator: Sendable {
     enum Step: Equatable, Sendable {
+        case ask(ReplicaTarget)
         case reply(ClientResult)
         case repair(ReplicaTarget, StoredObject)
         case finished
@@ -24,25 +29,34 @@ struct GetCoordinator: Sendable {
 
     let key: ItemKey
     let r: Int
+    /// In the order they are asked: this node first, then the preference order.
     let targets: [ReplicaTarget]
+    private var asked = 0
     private var replies: [NodeID: StoredObject?] = [:]
     private var failed: Set<NodeID> = []
     private var answered = false
 
-    init(key: ItemKey, r: Int, targets: [ReplicaTarget]) {
+    init(key: ItemKey, r: Int, targets: [ReplicaTarget], local: NodeID) {
         precondition(r >= 1, "internal inconsistency in GetCoordinator: r < 1")
         self.key = key
         self.r = r
-        self.targets = targets
+        self.targets = targets.filter { $0.node == local } + targets.filter { $0.node != local }
+    }
+
+    /// The first requests: `r` of the targets.
+    mutating func start() -> [Step] {
+        askMore(min(r, targets.count))
     }
 
     mutating func onReply(from node: NodeID, _ result: Result<StoredObject?, ClientFailure>) -> [Step] {
-        guard targets.contains(where: { $0.node == node }), replies[node] == nil, !failed.contains(node) else { return [] }
+        guard targets.prefix(asked).contains(where: { $0.node == node }), replies[node] == nil, !failed.contains(node) else { return [] }
+        var steps: [Step] = []
         switch result {
         case .success(let object): replies[node] = .some(object)
-        case .failure: failed.insert(node)
+        case .failure:
+            failed.insert(node)
+            if !answered { steps += askMore(1) }
         }
-        var steps: [Step] = []
         if !answered {
             if replies.count >= r {
                 answered = true
@@ -52,7 +66,7 @@ struct GetCoordinator: Sendable {
                 steps.append(.reply(.failed(.insufficientReplicas(have: replies.count, need: r))))
             }
         }
-        if replies.count + failed.count == targets.count {
+        if replies.count + failed.count == asked {
             steps += repairs() + [.finished]
         }
         return steps
@@ -65,6 +79,12 @@ struct GetCoordinator: Sendable {
             steps.append(.reply(.failed(.insufficientReplicas(have: replies.count, need: r))))
         }
         return steps + repairs() + [.finished]
+    }
+
+    private mutating func askMore(_ count: Int) -> [Step] {
+        let next = targets[asked..<min(targets.count, asked + count)]
+        asked += next.count
+        return next.map { .ask($0) }
     }
 
     /// Everything the replies hold, merged in node order (a fixed order keeps runs reproducible).

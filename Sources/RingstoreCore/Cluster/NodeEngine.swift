@@ -170,12 +170,10 @@ public struct NodeEngine: Sendable {
             guard targets.count >= r else {
                 return [reply(requester, .failed(.insufficientReplicas(have: targets.count, need: r)))]
             }
-            let id = newOperation(.get(GetCoordinator(key: key, r: r, targets: targets), requester))
-            var directives: [NodeDirective] = [.startTimer(id, after: configuration.requestTimeout)]
-            for target in targets {
-                directives.append(target.node == node ? .read(key, operation: id) : .send(.replicaRead(key), to: target.node, operation: id))
-            }
-            return directives
+            var coordinator = GetCoordinator(key: key, r: r, targets: targets, local: node)
+            let steps = coordinator.start()
+            let id = newOperation(.get(coordinator, requester))
+            return [.startTimer(id, after: configuration.requestTimeout)] + run(steps, of: coordinator, id: id, requester: requester)
         case .put(let key, let sibling, let context, let w, let n):
             let targets = targets(for: key, n: n)
             guard targets.count >= w else {
@@ -409,6 +407,9 @@ public struct NodeEngine: Sendable {
         var directives: [NodeDirective] = []
         for step in steps {
             switch step {
+            case .ask(let target):
+                let key = coordinator.key
+                directives.append(target.node == node ? .read(key, operation: id) : .send(.replicaRead(key), to: target.node, operation: id))
             case .reply(let result):
                 directives.append(reply(requester, result))
             case .repair(let target, let object):

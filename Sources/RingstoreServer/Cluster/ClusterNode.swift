@@ -25,11 +25,11 @@ public struct PeerAddress: Sendable, Hashable {
 /// storage engines, the framed RPC transport, timers and a failure detector.
 ///
 /// Every event (a client request, a peer's request or reply, a finished disk
-/// write, a timer) is fed to the engine on one event loop, the engine loop, which
-/// also owns the connections to peers: sending a message and handling its reply
-/// cross no threads. Reads run inline (they hit the page cache); a write is
-/// appended inline and its fsync is awaited by a callback from the syncer thread,
-/// never by blocking the loop.
+/// write, a timer) is fed to the engine under one lock, on the thread it arrives
+/// on. One event loop, the engine loop, owns every connection to and from peers
+/// and every timer, so peer traffic never crosses threads. Reads run inline (they
+/// hit the page cache); a write is appended inline and its fsync is awaited by a
+/// callback from the syncer thread, never by blocking a thread.
 public final class ClusterNode: Sendable {
     public struct Settings: Sendable {
         public var requestTimeout: Duration = .seconds(2)
@@ -174,20 +174,11 @@ public final class ClusterNode: Sendable {
 
     // MARK: Driving the engine
 
-    /// Feeds one event to the engine on the engine loop and carries out what it asks.
-    func feed(_ event: @escaping @Sendable (inout NodeEngine) -> [NodeDirective]) {
-        if engineLoop.inEventLoop {
-            feedNow(event)
-        } else {
-            engineLoop.execute { [self] in feedNow(event) }
-        }
-    }
-
-    /// `feed` for callers already on the engine loop.
-    private func feedNow(_ event: (inout NodeEngine) -> [NodeDirective]) {
-        engineLoop.assertInEventLoop()
-        // Uncontended: everything that changes the engine runs on this loop; the
-        // lock lets other threads read it (the cluster views).
+    /// Feeds one event to the engine, on the caller's thread, and carries out what it
+    /// asks. Peer traffic and timers all arrive on the engine loop, so the lock is
+    /// mostly uncontended; a client request is fed from its own task without a hop,
+    /// and a read the node can answer itself completes before that task suspends.
+    func feed(_ event: (inout NodeEngine) -> [NodeDirective]) {
         let directives = engine.withLock { event(&$0) }
         if !directives.isEmpty { execute(directives) }
     }
@@ -216,7 +207,7 @@ public final class ClusterNode: Sendable {
                 }
             case .startTimer(let operation, let delay):
                 engineLoop.scheduleTask(in: TimeAmount(delay)) { [self] in
-                    feedNow { $0.timerFired(operation) }
+                    feed { $0.timerFired(operation) }
                 }
             case .observe(let observation):
                 observe(observation)

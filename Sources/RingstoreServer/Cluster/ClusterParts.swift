@@ -36,7 +36,7 @@ struct ClusterParts: Sendable {
         let service = ClusterKeyValueService(node: node, storage: storage)
         let rpcServer = RPCServer(
             host: configuration.rpcHost, port: configuration.rpcPort,
-            handler: PeerRPCHandler(node: node, catalog: catalog, service: service, logger: logger), group: group, logger: logger)
+            handler: PeerRPCHandler(node: node, catalog: catalog, service: service, logger: logger), group: node.engineLoop, logger: logger)
         let started = ContinuousClock.now
         let api = NodeHTTPAPI(
             catalog: catalog, service: service, cluster: ClusterNodeView(node: node, addresses: addresses),
