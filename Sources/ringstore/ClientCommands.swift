@@ -4,8 +4,11 @@ import RingstoreClient
 
 /// Options every client command shares.
 struct ClientOptions: ParsableArguments {
-    @Option(name: .customLong("url"), help: "Ringstore HTTP endpoint(s), comma-separated; the next is tried when one is unreachable.")
-    var urls: String = ProcessInfo.processInfo.environment["RINGSTORE_URL"] ?? "http://127.0.0.1:8080"
+    @Option(name: .customLong("url"), help: "Ringstore HTTP endpoint(s), comma-separated; the next is tried when one is unreachable. Default: $RINGSTORE_URL, else the nodes of `ringstore dev`, then a lone node on port 8080.")
+    var urls: String = ProcessInfo.processInfo.environment["RINGSTORE_URL"] ?? ClientOptions.defaultURLs
+
+    /// Where `ringstore dev` puts its first nodes, then `ringstore node`'s default address.
+    static let defaultURLs = "http://127.0.0.1:8101,http://127.0.0.1:8102,http://127.0.0.1:8103,http://127.0.0.1:8080"
 
     @Option(help: "Table to use.")
     var table: String = "default"

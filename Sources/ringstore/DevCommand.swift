@@ -1,0 +1,198 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import NIOCore
+import RingstoreClient
+
+/// `ringstore dev`: a whole cluster on this machine, as child processes on loopback,
+/// for trying Ringstore out. Ctrl-C stops every child.
+struct DevCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dev",
+        abstract: "Run a local cluster (storage nodes as child processes on loopback) until Ctrl-C."
+    )
+
+    @Option(help: "Storage nodes to start.")
+    var nodes: Int = 5
+
+    @Option(help: "Folder for every process's data and logs (kept between runs).")
+    var data: String = "./ringstore-dev"
+
+    @Option(help: "First HTTP port: node i listens on base+100+i and serves peers on base+1100+i.")
+    var basePort: Int = 8000
+
+    @Option(help: "Durability of the nodes' writes: always, interval:MS or never.")
+    var durability: String = "always"
+
+    func validate() throws {
+        guard (1...20).contains(nodes) else { throw ValidationError("--nodes must be 1 to 20.") }
+        guard (1024...(65535 - 1200)).contains(basePort) else { throw ValidationError("--base-port must leave room for the ports above it.") }
+    }
+
+    func run() async throws {
+        let folder = URL(fileURLWithPath: data).standardizedFileURL.path
+        try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+        let cluster = DevCluster(folder: folder, nodeCount: nodes, basePort: basePort, durability: durability)
+        let stop = DevCluster.stopSignal()
+        do {
+            try cluster.start()
+            try await cluster.waitUntilHealthy(timeout: .seconds(60))
+        } catch {
+            await cluster.stopAll()
+            throw error
+        }
+        cluster.printSummary()
+        await stop.wait()
+        say("\nstopping…")
+        await cluster.stopAll()
+        say("stopped; data kept in \(folder)")
+    }
+}
+
+/// The child processes of `ringstore dev` and how to reach them.
+final class DevCluster: @unchecked Sendable {
+    struct Child {
+        let name: String
+        let process: Process
+        let httpPort: Int
+    }
+
+    let folder: String
+    let nodeCount: Int
+    let basePort: Int
+    let durability: String
+    private let lock = NSLock()
+    private var children: [Child] = []
+
+    init(folder: String, nodeCount: Int, basePort: Int, durability: String) {
+        self.folder = folder
+        self.nodeCount = nodeCount
+        self.basePort = basePort
+        self.durability = durability
+    }
+
+    func nodeHTTPPort(_ index: Int) -> Int { basePort + 100 + index }
+    func nodeRPCPort(_ index: Int) -> Int { basePort + 1100 + index }
+
+    /// Starts every node; they find each other through --peers.
+    func start() throws {
+        let peers = (1...nodeCount).map { "n\($0)=127.0.0.1:\(nodeRPCPort($0))" }.joined(separator: ",")
+        for index in 1...nodeCount {
+            try spawn(name: "n\(index)", httpPort: nodeHTTPPort(index), arguments: [
+                "node", "--id", "n\(index)", "--data", "\(folder)/n\(index)",
+                "--http", "127.0.0.1:\(nodeHTTPPort(index))", "--rpc", "127.0.0.1:\(nodeRPCPort(index))",
+                "--peers", peers, "--durability", durability,
+            ])
+        }
+    }
+
+    private func spawn(name: String, httpPort: Int, arguments: [String]) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: CommandLine.arguments[0]).standardizedFileURL
+        process.arguments = arguments
+        let log = "\(folder)/\(name).log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        handle.seekToEndOfFile()
+        process.standardOutput = handle
+        process.standardError = handle
+        try process.run()
+        lock.withLock { children.append(Child(name: name, process: process, httpPort: httpPort)) }
+    }
+
+    /// Waits until every node answers and sees every other node as reachable.
+    func waitUntilHealthy(timeout: Duration) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if try await allReachable() { return }
+            for child in lock.withLock({ children }) where !child.process.isRunning {
+                throw ValidationError("\(child.name) exited with status \(child.process.terminationStatus); see \(folder)/\(child.name).log")
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw ValidationError("the cluster did not become healthy within \(timeout); logs are in \(folder)")
+    }
+
+    private func allReachable() async throws -> Bool {
+        for index in 1...nodeCount {
+            let client = RingstoreHTTPClient(endpoints: [Endpoint(host: "127.0.0.1", port: nodeHTTPPort(index))], timeout: .seconds(1))
+            guard let reply = try? await client.send(method: "GET", path: "/v1/cluster"), reply.status == 200,
+                  let json = try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any],
+                  let members = json["members"] as? [[String: Any]]
+            else { return false }
+            if members.count != nodeCount || members.contains(where: { ($0["reachable"] as? Bool) != true }) { return false }
+        }
+        return true
+    }
+
+    func printSummary() {
+        say("Ringstore dev cluster is up: \(nodeCount) storage nodes, data and logs in \(folder)")
+        for index in 1...nodeCount {
+            say("  node n\(index)   http://127.0.0.1:\(nodeHTTPPort(index))   (peers on 127.0.0.1:\(nodeRPCPort(index)))")
+        }
+        let urls = (1...nodeCount).map { "http://127.0.0.1:\(nodeHTTPPort($0))" }.joined(separator: ",")
+        say("Try:  ringstore put --url \(urls) hello world")
+        say("      curl -s http://127.0.0.1:\(nodeHTTPPort(1))/v1/cluster/locate/default/hello")
+        say("Press Ctrl-C to stop.")
+    }
+
+    /// SIGTERM to every child, SIGKILL to those still running after 10 s.
+    func stopAll() async {
+        let running = lock.withLock { children }.filter { $0.process.isRunning }
+        for child in running { child.process.terminate() }
+        let deadline = ContinuousClock.now + .seconds(10)
+        while running.contains(where: { $0.process.isRunning }) && ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        for child in running where child.process.isRunning { kill(child.process.processIdentifier, SIGKILL) }
+    }
+
+    /// Completes on the first SIGINT or SIGTERM (the default handlers are replaced).
+    static func stopSignal() -> StopSignal {
+        let signal = StopSignal()
+        for number in [SIGINT, SIGTERM] {
+            Foundation.signal(number, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: number, queue: .global())
+            source.setEventHandler { signal.fire() }
+            source.resume()
+            signal.keep(source)
+        }
+        return signal
+    }
+}
+
+/// A one-shot event that a signal handler fires and a task awaits.
+final class StopSignal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var fired = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+    private var sources: [any DispatchSourceSignal] = []
+
+    func keep(_ source: any DispatchSourceSignal) { lock.withLock { sources.append(source) } }
+
+    func fire() {
+        let toResume = lock.withLock { () -> [CheckedContinuation<Void, Never>] in
+            guard !fired else { return [] }
+            fired = true
+            defer { waiters.removeAll() }
+            return waiters
+        }
+        for waiter in toResume { waiter.resume() }
+    }
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let now = lock.withLock { () -> Bool in
+                if fired { return true }
+                waiters.append(continuation)
+                return false
+            }
+            if now { continuation.resume() }
+        }
+    }
+}
+
+/// Prints a line at once, also when standard output is a pipe or a file.
+func say(_ line: String) {
+    FileHandle.standardOutput.write(Data((line + "\n").utf8))
+}
