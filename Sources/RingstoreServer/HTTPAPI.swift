@@ -27,7 +27,7 @@ public struct NodeHTTPAPI: HTTPResponder {
     /// A table definition is a few fields; anything larger is not one.
     static let tableBodyBytesMax = 64 << 10
 
-    let catalog: TableCatalog
+    let catalog: any TableDirectory
     let service: any KeyValueService
     let cluster: any ClusterView
     /// Told of every table created or dropped here, so that a cluster can spread it.
@@ -39,7 +39,7 @@ public struct NodeHTTPAPI: HTTPResponder {
     let metrics = HTTPMetrics()
 
     public init(
-        catalog: TableCatalog, service: any KeyValueService, cluster: any ClusterView, maxValueBytes: Int,
+        catalog: any TableDirectory, service: any KeyValueService, cluster: any ClusterView, maxValueBytes: Int,
         registry: PrometheusCollectorRegistry?, logger: Logger,
         tablesChanged: @escaping @Sendable (TableChange) async -> Void = { _ in },
         health: @escaping @Sendable () -> String

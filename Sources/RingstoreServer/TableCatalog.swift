@@ -32,19 +32,38 @@ public struct TableDefinition: Codable, Sendable, Equatable {
     }
 }
 
+/// Where the HTTP API finds and changes tables: a node's own catalogue, or the
+/// configuration a ring server holds for the whole cluster.
+public protocol TableDirectory: Sendable {
+    func table(named name: String) -> TableDefinition?
+    /// Every table, sorted by name.
+    var all: [TableDefinition] { get }
+    /// Creates a table, or confirms one with the same properties; says whether it was created.
+    func create(name: String, request: TableRequest) async throws -> (TableDefinition, created: Bool)
+    /// Removes a table; its keys are removed by the caller.
+    func remove(name: String) async throws -> TableDefinition
+}
+
 /// The body of `PUT /v1/tables/{name}`: every field optional.
-struct TableRequest: Decodable {
-    var n: Int?
-    var r: Int?
-    var w: Int?
-    var consistency: Consistency?
+public struct TableRequest: Decodable, Sendable {
+    public var n: Int?
+    public var r: Int?
+    public var w: Int?
+    public var consistency: Consistency?
+
+    public init(n: Int? = nil, r: Int? = nil, w: Int? = nil, consistency: Consistency? = nil) {
+        self.n = n
+        self.r = r
+        self.w = w
+        self.consistency = consistency
+    }
 }
 
 /// The tables of this cluster, kept in memory and persisted as one record in the
 /// storage engine (table `_system`, key `tables`), so that a restart finds them.
 ///
 /// Thread safety: all methods may be called concurrently; changes are serialised.
-public final class TableCatalog: Sendable {
+public final class TableCatalog: TableDirectory {
     static let systemTable = "_system"
     static let catalogKey = Array("tables".utf8)
     public static let defaultTableName = "default"
@@ -92,7 +111,7 @@ public final class TableCatalog: Sendable {
 
     /// Creates a table, or confirms one that exists with the same properties.
     /// Returns whether it was created.
-    func create(name: String, request: TableRequest) async throws -> (TableDefinition, created: Bool) {
+    public func create(name: String, request: TableRequest) async throws -> (TableDefinition, created: Bool) {
         do { try Validation.checkTableName(name) } catch { throw APIError(error) }
         let definition = try validated(name: name, request: request)
         return try await changeLock.withLock {
@@ -109,7 +128,7 @@ public final class TableCatalog: Sendable {
     }
 
     /// Removes a table from the catalogue. The caller deletes its keys.
-    func remove(name: String) async throws -> TableDefinition {
+    public func remove(name: String) async throws -> TableDefinition {
         guard name != Self.defaultTableName else {
             throw APIError(.conflict, code: "table_protected", message: "The default table always exists and cannot be deleted.")
         }
@@ -140,6 +159,11 @@ public final class TableCatalog: Sendable {
     }
 
     private func validated(name: String, request: TableRequest) throws(APIError) -> TableDefinition {
+        try Self.validated(name: name, request: request, clusterSize: clusterSize)
+    }
+
+    /// The definition a request asks for, with defaults filled in, or why it is impossible.
+    static func validated(name: String, request: TableRequest, clusterSize: Int) throws(APIError) -> TableDefinition {
         let defaults = Self.defaults(name: name, clusterSize: clusterSize)
         let n = request.n ?? defaults.n
         guard n >= 1, n <= min(Limits.replicasMax, clusterSize) else {
@@ -168,7 +192,7 @@ public final class TableCatalog: Sendable {
 }
 
 extension TableRequest {
-    var isEmpty: Bool { n == nil && r == nil && w == nil && consistency == nil }
+    public var isEmpty: Bool { n == nil && r == nil && w == nil && consistency == nil }
 }
 
 /// A lock that suspends instead of blocking, for sections that await.
