@@ -46,11 +46,23 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The framed binary protocol on SwiftNIO (DESIGN §3b): between nodes, ring
+        // servers and the partition-aware client.
+        .target(
+            name: "RingstoreRPC",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The shells: HTTP API, lifecycle, metrics; they drive the core's state machines.
         .target(
             name: "RingstoreServer",
             dependencies: [
                 "RingstoreCore",
+                "RingstoreRPC",
                 "RingstoreStorage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
@@ -70,6 +82,7 @@ let package = Package(
             name: "RingstoreClient",
             dependencies: [
                 "RingstoreCore",
+                "RingstoreRPC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -105,6 +118,16 @@ let package = Package(
         .testTarget(
             name: "RingstoreStorageTests",
             dependencies: ["RingstoreStorage", "RingstoreCore"],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "RingstoreRPCTests",
+            dependencies: [
+                "RingstoreRPC",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ],
             swiftSettings: strictSettings
         ),
         .testTarget(

@@ -33,10 +33,10 @@ struct SingleNodeView: ClusterView {
 /// The view of a member of a cluster.
 struct ClusterNodeView: ClusterView {
     let node: ClusterNode
-    let addresses: [PeerAddress]
 
     func clusterJSON() -> String {
         let (members, unreachable, hints) = node.membership
+        let addresses = node.addresses
         let items = members.map { member in
             let address = addresses.first { $0.id == member }.map { "\($0.host):\($0.port)" } ?? ""
             return "{\"id\":\(JSONText.quote(member.rawValue)),\"rpc\":\(JSONText.quote(address)),\"reachable\":\(member == node.id || !unreachable.contains(member))}"

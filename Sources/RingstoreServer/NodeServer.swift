@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 public import Logging
 import NIOCore
+import RingstoreRPC
 public import Prometheus
 public import RingstoreCore
 public import RingstoreStorage

@@ -28,7 +28,7 @@ def children_of(pid: int) -> list[int]:
 
 def test_dev_starts_a_cluster_and_stops_everything_on_ctrl_c(ringstore_bin, tmp_path):
     """The cluster comes up with every node reachable, replicates a write, and SIGINT stops all child processes."""
-    base = random.randrange(20000, 40000, 100)
+    base = random.randrange(20000, 31000, 100)  # below the ephemeral range (32768+), so no outgoing connection holds a port
     log = open(tmp_path / "dev.out", "wb")
     dev = subprocess.Popen([str(ringstore_bin), "dev", "--nodes", "3", "--data", str(tmp_path / "cluster"), "--base-port", str(base)],
                            stdout=log, stderr=subprocess.STDOUT)

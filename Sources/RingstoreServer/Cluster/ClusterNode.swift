@@ -3,6 +3,7 @@ public import Logging
 import CoreMetrics
 import Metrics
 public import NIOCore
+import RingstoreRPC
 import NIOPosix
 public import RingstoreCore
 public import RingstoreStorage
@@ -46,8 +47,9 @@ public final class ClusterNode: Sendable {
     let engine: Mutex<NodeEngine>
     let storage: StorageEngine
     let hintStorage: StorageEngine
-    let peers: [NodeID: RPCClient]
-    let addresses: [PeerAddress]
+    /// Connections to the other members, by id; replaced when membership changes.
+    private let peerClients: Mutex<[NodeID: RPCClient]>
+    private let peerAddresses: Mutex<[PeerAddress]>
     /// The loop that runs the engine and owns the peer connections.
     let engineLoop: any EventLoop
     let settings: Settings
@@ -73,12 +75,12 @@ public final class ClusterNode: Sendable {
         self.engineLoop = engineLoop
         self.settings = settings
         self.logger = logger
-        self.addresses = peers
         var clients: [NodeID: RPCClient] = [:]
         for peer in peers where peer.id != id {
             clients[peer.id] = RPCClient(host: peer.host, port: peer.port, group: engineLoop)
         }
-        self.peers = clients
+        self.peerClients = Mutex(clients)
+        self.peerAddresses = Mutex(peers)
         var engine = NodeEngine(
             configuration: NodeEngine.Configuration(
                 node: id, actor: actor, requestTimeout: settings.requestTimeout,
@@ -110,7 +112,7 @@ public final class ClusterNode: Sendable {
     /// Stops timers and peer connections. Requests still waiting are answered as unavailable.
     public func stop() async {
         for task in repeatedTasks.withLock({ $0 }) { task.cancel() }
-        for client in peers.values { await client.shutdown() }
+        for client in peerClients.withLock({ Array($0.values) }) { await client.shutdown() }
         let clients = pendingClients.withLock { pending in
             defer { pending.removeAll() }
             return Array(pending.values)
@@ -143,11 +145,43 @@ public final class ClusterNode: Sendable {
 
     // MARK: Peers
 
+    /// The addresses of every member this node knows, itself included.
+    public var addresses: [PeerAddress] { peerAddresses.withLock { $0 } }
+
+    /// Adopts a new membership: connects to new members (unreachable until they answer
+    /// a ping), drops connections to departed ones, and hands the ring to the engine.
+    public func adopt(ring: Ring, members: [PeerAddress]) async {
+        let (added, removed) = peerClients.withLock { clients -> ([NodeID], [RPCClient]) in
+            var added: [NodeID] = []
+            var wanted = Set<NodeID>()
+            for member in members where member.id != id {
+                wanted.insert(member.id)
+                if clients[member.id] == nil {
+                    clients[member.id] = RPCClient(host: member.host, port: member.port, group: engineLoop)
+                    added.append(member.id)
+                }
+            }
+            var removed: [RPCClient] = []
+            for peer in Array(clients.keys) where !wanted.contains(peer) {
+                removed.append(clients.removeValue(forKey: peer)!)
+            }
+            return (added, removed)
+        }
+        peerAddresses.withLock { $0 = members }
+        feed { engine in
+            engine.replaceRing(ring)
+            var directives: [NodeDirective] = []
+            for peer in added { directives += engine.setReachable(peer, false) }
+            return directives
+        }
+        for client in removed { await client.shutdown() }
+    }
+
     /// Sends `message` to every peer and returns the replies of those that answered.
     @discardableResult
     func broadcast(_ message: RPCMessage, logger: Logger?) async -> [RPCMessage] {
         await withTaskGroup(of: RPCMessage?.self) { group in
-            for (peer, client) in peers {
+            for (peer, client) in peerClients.withLock({ $0 }) {
                 group.addTask {
                     do {
                         return try await client.call(message, timeout: .seconds(2))
@@ -216,7 +250,7 @@ public final class ClusterNode: Sendable {
     }
 
     private func send(_ request: PeerRequest, to peer: NodeID, operation: OperationID) {
-        guard let client = peers[peer] else {
+        guard let client = peerClients.withLock({ $0[peer] }) else {
             feed { $0.peerReplied(.failure(.unreachable), operation: operation, from: peer) }
             return
         }
@@ -326,7 +360,7 @@ public final class ClusterNode: Sendable {
 
     private func pingPeers() {
         let (type, body) = PeerCodec.encode(PeerRequest.ping)
-        for (peer, client) in peers {
+        for (peer, client) in peerClients.withLock({ $0 }) {
             client.callFuture(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: TimeAmount(settings.pingInterval * 4)).whenSuccess { [self] _ in
                 let now = now()
                 detectors.withLock { $0.heartbeat(from: peer, at: now) }

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import RingstoreRPC
 import NIOPosix
 import Prometheus
 import RingstoreCore
@@ -39,7 +40,7 @@ struct ClusterParts: Sendable {
             handler: PeerRPCHandler(node: node, catalog: catalog, service: service, logger: logger), group: node.engineLoop, logger: logger)
         let started = ContinuousClock.now
         let api = NodeHTTPAPI(
-            catalog: catalog, service: service, cluster: ClusterNodeView(node: node, addresses: addresses),
+            catalog: catalog, service: service, cluster: ClusterNodeView(node: node),
             maxValueBytes: configuration.maxValueBytes, registry: registry, logger: logger,
             tablesChanged: { change in await Self.spread(change, node: node, catalog: catalog, logger: logger) }
         ) {

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import RingstoreRPC
 import RingstoreCore
 
 /// Message types of the catalogue, which travel beside the data path's.

@@ -1,5 +1,5 @@
 import NIOCore
-import RingstoreServer
+import RingstoreRPC
 import Synchronization
 
 /// A one-shot latch: tasks wait until the test opens it.

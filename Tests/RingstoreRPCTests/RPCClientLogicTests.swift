@@ -1,5 +1,5 @@
 import NIOCore
-import RingstoreServer
+import RingstoreRPC
 import Testing
 
 @Suite("RPC client logic")

@@ -1,6 +1,6 @@
 import NIOCore
 import NIOEmbedded
-import RingstoreServer
+import RingstoreRPC
 import Testing
 
 @Suite("RPC frame codec")

@@ -1,6 +1,6 @@
 import NIOCore
 import NIOPosix
-import RingstoreServer
+import RingstoreRPC
 import Testing
 
 /// Client and server on 127.0.0.1 over real sockets. Deadlines are generous: these
