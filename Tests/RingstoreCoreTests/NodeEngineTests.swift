@@ -58,6 +58,42 @@ struct NodeEngineTests {
         #expect(engine.operationsInFlight == 0)
     }
 
+    // Proves that during a ring transition a put copies the written object to the replicas the pending ring adds, and that those copies do not count toward W.
+    @Test func putCopiesToPendingReplicasWithoutCountingThem() throws {
+        var engine = try makeEngine()
+        let item = key(homedAt: "n1", in: engine)
+        let pending = engine.ring.adding(NodeID("n6"))
+        let current = Set(engine.ring.preferenceList(for: item.partition, count: 3))
+        let added = pending.preferenceList(for: item.partition, count: 3).filter { !current.contains($0) }
+        var probe = item
+        if added.isEmpty {
+            // Find a key whose partition moves to the new node.
+            let moved = engine.ring.transfers(to: pending).map(\.0)
+            try #require(!moved.isEmpty)
+            probe = (0..<100_000).lazy.map { ItemKey(table: "default", key: Array("p\($0)".utf8), partitioning: engine.ring.partitioning) }
+                .first { moved.contains($0.partition) && engine.ring.preferenceList(for: $0.partition, count: 3).contains(NodeID("n1")) }!
+        }
+        engine.replaceRing(engine.ring, pending: pending)
+        let copies = engine.pendingReplicas(for: probe, n: 3)
+        #expect(!copies.isEmpty && copies.allSatisfy { !engine.ring.preferenceList(for: probe.partition, count: 3).contains($0) })
+        let directives = engine.clientRequested(.put(probe, sibling: value, context: nil, w: 2, n: 3), token: 9)
+        guard case .write(_, _, let id)? = directives.last else {
+            Issue.record("expected a local write, got \(directives)")
+            return
+        }
+        let object = StoredObject().update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 1))
+        let sends = engine.storageCompleted(.object(object), operation: id)
+        let copied = sends.compactMap { directive -> NodeID? in
+            if case .send(.replicaWrite, let peer, let operation) = directive, operation != id { return peer }
+            return nil
+        }
+        #expect(Set(copied) == Set(copies))
+        // A copy's acknowledgement is not one of the W.
+        for copy in copies { #expect(engine.peerReplied(.success(.replicaWritten), operation: id, from: copy).isEmpty) }
+        engine.replaceRing(engine.ring, pending: nil)
+        #expect(engine.pendingReplicas(for: probe, n: 3).isEmpty)
+    }
+
     // Proves that a put which cannot reach W acknowledgements fails with the numbers: at once when too many replicas failed, else at the deadline.
     @Test func putFailsWithoutQuorum() throws {
         var engine = try makeEngine()

@@ -127,6 +127,9 @@ struct PutCoordinator: Sendable {
     let w: Int
     let targets: [ReplicaTarget]
     let local: NodeID
+    /// Replicas a ring transition is adding: they get a copy of the write, which does
+    /// not count toward `w` (see `NodeEngine.pendingReplicas`).
+    var copies: [NodeID] = []
     private(set) var object: StoredObject?
     private var acknowledged: Set<NodeID> = []
     private var failed: Set<NodeID> = []

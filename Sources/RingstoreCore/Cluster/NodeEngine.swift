@@ -123,9 +123,23 @@ public struct NodeEngine: Sendable {
 
     // MARK: Membership and health
 
-    /// Adopts a new ring (a membership change).
-    public mutating func replaceRing(_ ring: Ring) {
+    /// Adopts a new ring (a membership change). `pending` is the ring a transition
+    /// is moving to, while partitions stream: writes are copied to the replicas it
+    /// adds, so that nothing written during the transfer is missing once it takes over.
+    public mutating func replaceRing(_ ring: Ring, pending: Ring? = nil) {
         self.ring = ring
+        self.pendingRing = pending
+    }
+
+    /// The ring a transition is moving to, if one is under way.
+    public private(set) var pendingRing: Ring?
+
+    /// Nodes that will be home replicas of `key` once the pending ring takes over and
+    /// are not now: they receive copies of writes, which do not count toward W.
+    public func pendingReplicas(for key: ItemKey, n: Int) -> [NodeID] {
+        guard let pendingRing else { return [] }
+        let now = Set(ring.preferenceList(for: key.partition, count: n))
+        return pendingRing.preferenceList(for: key.partition, count: n).filter { !now.contains($0) && $0 != node }
     }
 
     /// Marks a node reachable or not; a node coming back gets its hints.
@@ -183,7 +197,9 @@ public struct NodeEngine: Sendable {
                 guard forwardAllowed else { return [reply(requester, .failed(.unavailable("\(node) is not a replica of \(key)")))] }
                 return forward(operation, to: targets.map(\.node), for: requester)
             }
-            let coordinator = PutCoordinator(key: key, w: w, targets: targets, local: node)
+            var coordinator = PutCoordinator(key: key, w: w, targets: targets, local: node)
+            let targeted = Set(targets.map(\.node))
+            coordinator.copies = pendingReplicas(for: key, n: n).filter { !targeted.contains($0) }
             let id = newOperation(.put(coordinator, requester))
             // As a fallback, a node issues versions under an actor of the hint record,
             // fresh for each record (see HintRecord.actor).
@@ -298,6 +314,9 @@ public struct NodeEngine: Sendable {
                 }
                 if let hintFor = coordinator.targets.first(where: { $0.node == node })?.hintFor {
                     directives += recordHint(coordinator.key, owner: hintFor, bytes: Self.approximateBytes(coordinator.key, object))
+                }
+                for copy in coordinator.copies {
+                    directives.append(.send(.replicaWrite(coordinator.key, object: object, hintFor: nil), to: copy, operation: newOperationID()))
                 }
             }
             let steps = coordinator.onLocalApplied(outcome)
