@@ -130,6 +130,15 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // The partition-aware client against real node processes (the `ringstore` binary).
+        .testTarget(
+            name: "RingstoreClientTests",
+            dependencies: [
+                "RingstoreClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .testTarget(
             name: "RingstoreServerTests",
             dependencies: [

@@ -38,27 +38,46 @@ public struct RingstoreError: Error, Sendable, CustomStringConvertible {
 }
 
 /// A Ringstore client over the HTTP API. It knows several endpoints (both ring
-/// servers, or any nodes) and moves to the next when one cannot be reached.
+/// servers, or any nodes) and moves to the next when one cannot be reached. It keeps
+/// HTTP/1.1 connections open for reuse (up to 64 idle ones per endpoint), closed when
+/// the client is released or with `closeIdleConnections()`.
 public final class RingstoreHTTPClient: Sendable {
+    /// Where requests go, in order of preference.
     public let endpoints: [Endpoint]
     private let timeout: TimeAmount
-    private let group: any EventLoopGroup
+    /// Where the client's connections live.
+    public let group: any EventLoopGroup
 
     public init(endpoints: [Endpoint], timeout: TimeAmount = .seconds(10), group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton) {
         precondition(!endpoints.isEmpty, "a client needs at least one endpoint")
         self.endpoints = endpoints
         self.timeout = timeout
         self.group = group
+        self.pool = HTTPConnectionPool(group: group)
     }
 
-    /// Sends a request to the first endpoint that answers.
+    private let pool: HTTPConnectionPool
+
+    /// Closes the connections kept for reuse; later requests open new ones.
+    public func closeIdleConnections() {
+        pool.closeIdle()
+    }
+
+    /// Sends a request to `endpoint` alone, with its own deadline.
+    func send(
+        to endpoint: Endpoint, method: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: TimeAmount
+    ) async throws -> HTTPReply {
+        try await pool.send(to: endpoint, method: HTTPMethod(rawValue: method), path: path, headers: headers, body: body, timeout: timeout)
+    }
+
+    /// Sends a request to the first endpoint that answers (a `TransportError` from one
+    /// moves on to the next).
     public func send(method: String, path: String, headers: [(String, String)] = [], body: [UInt8]? = nil) async throws -> HTTPReply {
         var failures: [String] = []
         for endpoint in endpoints {
             do {
-                return try await HTTPExchange.send(
-                    to: endpoint, method: HTTPMethod(rawValue: method), path: path, headers: headers, body: body,
-                    timeout: timeout, group: group)
+                return try await pool.send(
+                    to: endpoint, method: HTTPMethod(rawValue: method), path: path, headers: headers, body: body, timeout: timeout)
             } catch let error as TransportError {
                 failures.append(error.description)
             } catch {
@@ -68,8 +87,9 @@ public final class RingstoreHTTPClient: Sendable {
         throw TransportError.unreachable(endpoints: endpoints, reason: failures.joined(separator: "; "))
     }
 
-    public func get(table: String = "default", key: String) async throws -> ReadOutcome {
-        let reply = try await send(method: "GET", path: Self.keyPath(table: table, key: key))
+    /// Reads a key; `r` overrides the table's read quorum (`?r=`).
+    public func get(table: String = "default", key: String, r: Int? = nil) async throws -> ReadOutcome {
+        let reply = try await send(method: "GET", path: Self.keyPath(table: table, key: key, quorum: r.map { ("r", $0) }))
         let context = reply.header("X-Ringstore-Context")
         switch reply.status {
         case 200:
@@ -85,22 +105,25 @@ public final class RingstoreHTTPClient: Sendable {
         }
     }
 
-    /// Stores a value; returns the new context.
+    /// Stores a value; returns the new context. `w` overrides the table's write quorum (`?w=`).
     @discardableResult
-    public func put(table: String = "default", key: String, value: [UInt8], contentType: String? = nil, context: String? = nil) async throws -> String {
+    public func put(
+        table: String = "default", key: String, value: [UInt8], contentType: String? = nil, context: String? = nil, w: Int? = nil
+    ) async throws -> String {
         var headers: [(String, String)] = []
         if let contentType { headers.append(("Content-Type", contentType)) }
         if let context { headers.append(("X-Ringstore-Context", context)) }
-        let reply = try await send(method: "PUT", path: Self.keyPath(table: table, key: key), headers: headers, body: value)
+        let reply = try await send(method: "PUT", path: Self.keyPath(table: table, key: key, quorum: w.map { ("w", $0) }), headers: headers, body: value)
         guard reply.status == 204 else { throw Self.error(from: reply) }
         return reply.header("X-Ringstore-Context") ?? ""
     }
 
-    /// Deletes a key; returns the new context.
+    /// Deletes a key (writes a tombstone); returns the new context. `w` overrides the
+    /// table's write quorum (`?w=`).
     @discardableResult
-    public func delete(table: String = "default", key: String, context: String? = nil) async throws -> String {
+    public func delete(table: String = "default", key: String, context: String? = nil, w: Int? = nil) async throws -> String {
         let headers = context.map { [("X-Ringstore-Context", $0)] } ?? []
-        let reply = try await send(method: "DELETE", path: Self.keyPath(table: table, key: key), headers: headers)
+        let reply = try await send(method: "DELETE", path: Self.keyPath(table: table, key: key, quorum: w.map { ("w", $0) }), headers: headers)
         guard reply.status == 204 else { throw Self.error(from: reply) }
         return reply.header("X-Ringstore-Context") ?? ""
     }
@@ -108,6 +131,13 @@ public final class RingstoreHTTPClient: Sendable {
     /// `/v1/kv/{table}/{key}` with both parts percent-encoded.
     public static func keyPath(table: String, key: String) -> String {
         "/v1/kv/\(percentEncode(table))/\(percentEncode(key))"
+    }
+
+    /// `keyPath(table:key:)` with an optional `?r=` or `?w=` quorum.
+    static func keyPath(table: String, key: String, quorum: (name: String, value: Int)?) -> String {
+        let path = keyPath(table: table, key: key)
+        guard let quorum else { return path }
+        return "\(path)?\(quorum.name)=\(quorum.value)"
     }
 
     /// Percent-encodes every byte but the unreserved characters of RFC 3986.

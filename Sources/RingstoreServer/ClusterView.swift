@@ -20,8 +20,11 @@ struct SingleNodeView: ClusterView {
         "{\"mode\":\"single\",\"node\":\"local\",\"partitions\":\(partitioning.partitionCount),\"members\":[{\"id\":\"local\",\"reachable\":true}]}"
     }
 
+    /// A node alone serves no node protocol: its one member has no RPC address, so
+    /// partition-aware clients use HTTP.
     func ringJSON() -> String {
-        "{\"partitions\":\(partitioning.partitionCount),\"epoch\":0,\"owners\":[\(Array(repeating: "\"local\"", count: partitioning.partitionCount).joined(separator: ","))]}"
+        let owners = Array(repeating: "\"local\"", count: partitioning.partitionCount).joined(separator: ",")
+        return "{\"partitions\":\(partitioning.partitionCount),\"epoch\":0,\"owners\":[\(owners)],\"members\":[{\"id\":\"local\",\"rpc\":\"\",\"http\":\"\"}]}"
     }
 
     func locateJSON(table: TableDefinition, key: [UInt8]) -> String {
@@ -45,10 +48,16 @@ struct ClusterNodeView: ClusterView {
         return "{\"mode\":\"static\",\"node\":\(JSONText.quote(node.id.rawValue)),\"partitions\":\(node.partitioning.partitionCount),\"ring_epoch\":\(epoch),\"hints_pending\":\(hints),\"members\":[\(items.joined(separator: ","))]}"
     }
 
+    /// The ring and how to reach its members, for partition-aware clients. A static
+    /// node knows its peers' RPC addresses only, so `http` is empty.
     func ringJSON() -> String {
         let ring = node.engine.withLock { $0.ring }
         let owners = ring.owners.map { JSONText.quote($0.rawValue) }.joined(separator: ",")
-        return "{\"partitions\":\(ring.partitioning.partitionCount),\"epoch\":\(ring.epoch),\"owners\":[\(owners)]}"
+        let members = node.addresses.map { member in
+            let host = member.host.contains(":") ? "[\(member.host)]" : member.host
+            return "{\"id\":\(JSONText.quote(member.id.rawValue)),\"rpc\":\(JSONText.quote("\(host):\(member.port)")),\"http\":\"\"}"
+        }.joined(separator: ",")
+        return "{\"partitions\":\(ring.partitioning.partitionCount),\"epoch\":\(ring.epoch),\"owners\":[\(owners)],\"members\":[\(members)]}"
     }
 
     func locateJSON(table: TableDefinition, key: [UInt8]) -> String {

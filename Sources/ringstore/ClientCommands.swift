@@ -4,11 +4,13 @@ import RingstoreClient
 
 /// Options every client command shares.
 struct ClientOptions: ParsableArguments {
-    @Option(name: .customLong("url"), help: "Ringstore HTTP endpoint(s), comma-separated; the next is tried when one is unreachable. Default: $RINGSTORE_URL, else the nodes of `ringstore dev`, then a lone node on port 8080.")
+    @Option(name: .customLong("url"), help: "Ringstore HTTP endpoint(s), comma-separated; the next is tried when one is unreachable. The ring is fetched from them and the request goes straight to a node of the key; HTTP is used when no ring can be. Default: $RINGSTORE_URL, else the two ring servers of `ringstore dev` (8080 is also a lone node's port), then its first nodes.")
     var urls: String = ProcessInfo.processInfo.environment["RINGSTORE_URL"] ?? ClientOptions.defaultURLs
 
-    /// Where `ringstore dev` puts its first nodes, then `ringstore node`'s default address.
-    static let defaultURLs = "http://127.0.0.1:8101,http://127.0.0.1:8102,http://127.0.0.1:8103,http://127.0.0.1:8080"
+    /// The ring servers of `ringstore dev` (8080 is also `ringstore node`'s default
+    /// address), then its first nodes, which serve from their cached ring when both
+    /// ring servers are down.
+    static let defaultURLs = "http://127.0.0.1:8080,http://127.0.0.1:8081,http://127.0.0.1:8101,http://127.0.0.1:8102"
 
     @Option(help: "Table to use.")
     var table: String = "default"
@@ -26,8 +28,11 @@ struct ClientOptions: ParsableArguments {
         return endpoints
     }
 
-    func client() throws -> RingstoreHTTPClient {
-        RingstoreHTTPClient(endpoints: try endpoints())
+    /// A partition-aware client: it fetches the ring from the URLs and sends the request
+    /// straight to a node of the key, or over HTTP when no ring can be used (a lone
+    /// node, an old server) or no node answers.
+    func client() throws -> RingstoreClusterClient {
+        RingstoreClusterClient(endpoints: try endpoints())
     }
 }
 
@@ -36,16 +41,23 @@ enum ClientExit {
     static let notFound: Int32 = 1
     static let failed: Int32 = 2
 
-    /// Runs `body`, turning client errors into a message on standard error and a non-zero exit.
-    static func run(_ body: () async throws -> Void) async throws {
+    /// Runs `body`, turning client errors into a message on standard error and a non-zero
+    /// exit; closes the client's connections either way.
+    static func run(_ client: RingstoreClusterClient, _ body: () async throws -> Void) async throws {
         do {
             try await body()
+            await client.shutdown()
         } catch let error as RingstoreError {
+            await client.shutdown()
             FileHandle.standardError.write(Data("ringstore: \(error)\n".utf8))
             throw ExitCode(failed)
         } catch let error as TransportError {
+            await client.shutdown()
             FileHandle.standardError.write(Data("ringstore: \(error)\n".utf8))
             throw ExitCode(failed)
+        } catch {
+            await client.shutdown()
+            throw error
         }
     }
 }
@@ -85,7 +97,7 @@ struct PutCommand: AsyncParsableCommand {
             bytes = Array(FileHandle.standardInput.readDataToEndOfFile())
         }
         let client = try options.client()
-        try await ClientExit.run {
+        try await ClientExit.run(client) {
             let newContext = try await client.put(table: options.table, key: key, value: bytes, contentType: contentType, context: context)
             print("stored \(options.table)/\(key) (\(bytes.count) bytes) context=\(newContext)")
         }
@@ -106,7 +118,7 @@ struct GetCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = try options.client()
-        try await ClientExit.run {
+        try await ClientExit.run(client) {
             switch try await client.get(table: options.table, key: key) {
             case .value(let data, let contentType, let context):
                 if verbose { FileHandle.standardError.write(Data("content-type: \(contentType)\ncontext: \(context)\n".utf8)) }
@@ -139,7 +151,7 @@ struct DeleteCommand: AsyncParsableCommand {
 
     func run() async throws {
         let client = try options.client()
-        try await ClientExit.run {
+        try await ClientExit.run(client) {
             try await client.delete(table: options.table, key: key, context: context)
             print("deleted \(options.table)/\(key)")
         }

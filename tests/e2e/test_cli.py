@@ -159,3 +159,39 @@ def test_ringstore_url_environment_variable_is_the_default_url(ringstore_bin, se
     assert put.returncode == 0, put.stderr
     get = run_cli(ringstore_bin, "get", "cli-env", env={"RINGSTORE_URL": server.url})
     assert get.stdout == b"from env"
+
+
+def _key_value_http_requests(node) -> float:
+    """Requests the node served on the HTTP key-value route, from its /metrics."""
+    text = node.request("GET", "/metrics").body.decode()
+    prefix = 'ringstore_http_requests_total{route="/v1/kv/{table}/{key}"'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_against_a_cluster_the_commands_talk_to_the_nodes_directly(ringstore_bin, nodes):
+    """With a cluster's URLs (the first one dead), put/get/delete reach the nodes over the node protocol, not the HTTP key-value API, with the same output and exit codes."""
+    from tests.e2e.test_cluster import Cluster
+
+    cluster = Cluster(nodes, 3)
+    dead = f"http://127.0.0.1:{unused_loopback_port()}"
+    urls = ",".join([dead] + [cluster.nodes[node_id].url for node_id in cluster.ids])
+
+    def cli(*args: str):
+        return run_cli(ringstore_bin, args[0], "--url", urls, *args[1:])
+
+    put = cli("put", "direct-key", "direct value")
+    assert put.returncode == 0, put.stderr
+    stored = STORED_LINE.match(put.stdout.decode())
+    assert stored and stored.groups()[:3] == ("default", "direct-key", "12"), put.stdout
+    get = cli("get", "--verbose", "direct-key")
+    assert (get.returncode, get.stdout) == (0, b"direct value"), get.stderr
+    assert f"context: {stored.group(4)}".encode() in get.stderr
+    missing = cli("get", "direct-never-written")
+    assert missing.returncode == 1 and b"default/direct-never-written not found" in missing.stderr
+    delete = cli("delete", "direct-key", "--context", stored.group(4))
+    assert delete.returncode == 0 and delete.stdout.decode().strip() == "deleted default/direct-key", delete.stderr
+    empty_key = cli("put", "", "v")
+    assert empty_key.returncode == 2 and b"HTTP 400, empty_key" in empty_key.stderr
+    assert sum(_key_value_http_requests(cluster.nodes[node_id]) for node_id in cluster.ids) == 0
+
+    assert cluster.request("n2", "GET", kv_path("default", "direct-key")).status == 404
