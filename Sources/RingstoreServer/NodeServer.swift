@@ -27,9 +27,15 @@ public struct NodeConfiguration: Sendable {
     public var peers: [PeerAddress]
     /// How long a coordinator waits for its quorum.
     public var requestTimeout: Duration
+    /// The ring servers' RPC addresses, for a node that joins through them (`--join`);
+    /// empty for a single node or a static cluster.
+    public var ringServers: [RingServerAddress] = []
 
     /// Whether the node runs as a member of a cluster rather than alone.
     public var isClustered: Bool { nodeID != nil }
+
+    /// Whether the node's membership comes from ring servers rather than a static list.
+    public var joinsRingServers: Bool { !ringServers.isEmpty }
 
     public init(
         dataDirectory: String, httpHost: String = "127.0.0.1", httpPort: Int = 8080,
@@ -169,6 +175,7 @@ public enum NodeServer {
             parts.node.start()
             services.append(.init(service: StorageService(storage: parts.storage)))
             services.append(.init(service: StorageService(storage: parts.hintStorage)))
+            if let membership = parts.membership { await membership.start() }
             services.append(.init(service: ClusterService(parts: parts, logger: logger)))
             api = parts.api
         } else {

@@ -153,6 +153,22 @@ public final class TableCatalog: TableDirectory {
         }
     }
 
+    /// Makes the catalogue exactly `definitions` (a ring server's configuration) and
+    /// returns the names of the tables that were dropped; the caller removes their keys.
+    func replace(with definitions: [TableDefinition]) async throws -> [String] {
+        try await changeLock.withLock {
+            let wanted = Dictionary(definitions.map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+            let (dropped, changed) = tables.withLock { tables -> ([String], Bool) in
+                let dropped = tables.keys.filter { wanted[$0] == nil }
+                let changed = tables != wanted
+                tables = wanted
+                return (dropped, changed)
+            }
+            if changed { try await persist() }
+            return dropped
+        }
+    }
+
     /// The catalogue as JSON, as peers exchange it.
     func encoded() throws -> [UInt8] {
         Array(try JSONEncoder().encode(all))

@@ -177,3 +177,14 @@ enum FileSystem {
         return descriptor
     }
 }
+
+/// Small files that must survive a crash whole or not at all (a process's state
+/// file): written to a temporary file, synced, renamed over the old one, and the
+/// folder synced.
+public enum DurableFile {
+    /// Replaces the file at `path` with `bytes`, durably and atomically.
+    public static func replace(path: String, with bytes: [UInt8]) throws(StorageError) {
+        let directory = path.lastIndex(of: "/").map { String(path[..<$0]) } ?? "."
+        try FileSystem.writeAtomically(bytes, to: path, directory: directory.isEmpty ? "/" : directory)
+    }
+}

@@ -9,7 +9,7 @@ import RingstoreClient
 struct DevCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dev",
-        abstract: "Run a local cluster (storage nodes as child processes on loopback) until Ctrl-C."
+        abstract: "Run a local cluster (2 ring servers and storage nodes, as child processes on loopback) until Ctrl-C."
     )
 
     @Option(help: "Storage nodes to start.")
@@ -18,7 +18,7 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: "Folder for every process's data and logs (kept between runs).")
     var data: String = "./ringstore-dev"
 
-    @Option(help: "First HTTP port: node i listens on base+100+i and serves peers on base+1100+i.")
+    @Option(help: "Port base: ring servers listen on base+80 and base+81 (RPC base+1080, base+1081); node i on base+100+i (RPC base+1100+i).")
     var basePort: Int = 8000
 
     @Option(help: "Durability of the nodes' writes: always, interval:MS or never.")
@@ -63,6 +63,8 @@ final class DevCluster: @unchecked Sendable {
     let durability: String
     private let lock = NSLock()
     private var children: [Child] = []
+    /// The admin API's bearer token, kept in DATA/admin-token so it survives restarts.
+    private(set) var adminToken = ""
 
     init(folder: String, nodeCount: Int, basePort: Int, durability: String) {
         self.folder = folder
@@ -73,15 +75,36 @@ final class DevCluster: @unchecked Sendable {
 
     func nodeHTTPPort(_ index: Int) -> Int { basePort + 100 + index }
     func nodeRPCPort(_ index: Int) -> Int { basePort + 1100 + index }
+    /// Ring server 1 is the first primary, ring server 2 the secondary.
+    func ringHTTPPort(_ index: Int) -> Int { basePort + 79 + index }
+    func ringRPCPort(_ index: Int) -> Int { basePort + 1079 + index }
 
-    /// Starts every node; they find each other through --peers.
+    /// Starts both ring servers and every node; the nodes join through the ring servers.
     func start() throws {
-        let peers = (1...nodeCount).map { "n\($0)=127.0.0.1:\(nodeRPCPort($0))" }.joined(separator: ",")
+        let tokenPath = "\(folder)/admin-token"
+        if let saved = FileManager.default.contents(atPath: tokenPath), !saved.isEmpty {
+            adminToken = String(decoding: saved, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        } else {
+            var generator = SystemRandomNumberGenerator()
+            adminToken = (0..<4).map { _ in String(generator.next(), radix: 16) }.joined()
+            try Data(adminToken.utf8).write(to: URL(fileURLWithPath: tokenPath), options: .atomic)
+            chmod(tokenPath, 0o600)
+        }
+        for index in 1...2 {
+            let other = 3 - index
+            try spawn(name: "rs\(index)", httpPort: ringHTTPPort(index), arguments: [
+                "ring", "--id", "rs\(index)", "--role", index == 1 ? "primary" : "secondary",
+                "--data", "\(folder)/rs\(index)", "--http", "127.0.0.1:\(ringHTTPPort(index))",
+                "--rpc", "127.0.0.1:\(ringRPCPort(index))", "--peer", "rs\(other)=127.0.0.1:\(ringRPCPort(other))",
+                "--initial-nodes", "\(nodeCount)", "--event-loop-threads", "1", "--admin-token", adminToken,
+            ])
+        }
+        let join = (1...2).map { "127.0.0.1:\(ringRPCPort($0))" }.joined(separator: ",")
         for index in 1...nodeCount {
             try spawn(name: "n\(index)", httpPort: nodeHTTPPort(index), arguments: [
                 "node", "--id", "n\(index)", "--data", "\(folder)/n\(index)",
                 "--http", "127.0.0.1:\(nodeHTTPPort(index))", "--rpc", "127.0.0.1:\(nodeRPCPort(index))",
-                "--peers", peers, "--durability", durability,
+                "--join", join, "--durability", durability, "--event-loop-threads", "1",
             ])
         }
     }
@@ -114,6 +137,18 @@ final class DevCluster: @unchecked Sendable {
     }
 
     private func allReachable() async throws -> Bool {
+        var roles: Set<String> = []
+        for index in 1...2 {
+            let client = RingstoreHTTPClient(endpoints: [Endpoint(host: "127.0.0.1", port: ringHTTPPort(index))], timeout: .seconds(1))
+            guard let reply = try? await client.send(method: "GET", path: "/v1/cluster"), reply.status == 200,
+                  let json = try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any],
+                  let members = json["members"] as? [[String: Any]], let role = json["role"] as? String,
+                  (json["ring_epoch"] as? Int ?? 0) > 0
+            else { return false }
+            roles.insert(role)
+            if members.count != nodeCount || members.contains(where: { ($0["reachable"] as? Bool) != true && index == 1 }) { return false }
+        }
+        guard roles == ["primary", "secondary"] else { return false }
         for index in 1...nodeCount {
             let client = RingstoreHTTPClient(endpoints: [Endpoint(host: "127.0.0.1", port: nodeHTTPPort(index))], timeout: .seconds(1))
             guard let reply = try? await client.send(method: "GET", path: "/v1/cluster"), reply.status == 200,
@@ -126,13 +161,17 @@ final class DevCluster: @unchecked Sendable {
     }
 
     func printSummary() {
-        say("Ringstore dev cluster is up: \(nodeCount) storage nodes, data and logs in \(folder)")
-        for index in 1...nodeCount {
-            say("  node n\(index)   http://127.0.0.1:\(nodeHTTPPort(index))   (peers on 127.0.0.1:\(nodeRPCPort(index)))")
+        say("Ringstore dev cluster is up: 2 ring servers and \(nodeCount) storage nodes, data and logs in \(folder)")
+        for index in 1...2 {
+            say("  ring server rs\(index)   http://127.0.0.1:\(ringHTTPPort(index))   (\(index == 1 ? "primary" : "secondary"); nodes join on 127.0.0.1:\(ringRPCPort(index)))")
         }
-        let urls = (1...nodeCount).map { "http://127.0.0.1:\(nodeHTTPPort($0))" }.joined(separator: ",")
+        for index in 1...nodeCount {
+            say("  node n\(index)          http://127.0.0.1:\(nodeHTTPPort(index))   (peers on 127.0.0.1:\(nodeRPCPort(index)))")
+        }
+        let urls = (1...2).map { "http://127.0.0.1:\(ringHTTPPort($0))" }.joined(separator: ",")
         say("Try:  ringstore put --url \(urls) hello world")
-        say("      curl -s http://127.0.0.1:\(nodeHTTPPort(1))/v1/cluster/locate/default/hello")
+        say("      curl -s http://127.0.0.1:\(ringHTTPPort(1))/v1/cluster")
+        say("      ringstore admin status --token-file \(folder)/admin-token")
         say("Press Ctrl-C to stop.")
     }
 

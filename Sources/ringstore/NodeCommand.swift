@@ -40,6 +40,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "The cluster's members as ID=HOST:PORT,… (their --rpc addresses; this node may be listed).")
     var peers: String?
 
+    @Option(help: "Join a cluster through its ring servers: their --rpc addresses, HOST:PORT,HOST:PORT (with --id and --rpc, instead of --peers).")
+    var join: String?
+
     @Option(help: "Milliseconds a coordinator waits for its quorum.")
     var requestTimeoutMilliseconds: Int = 2000
 
@@ -58,6 +61,19 @@ struct NodeCommand: AsyncParsableCommand {
         }
     }
 
+    /// The ring servers given with --join.
+    func ringServerAddresses() throws -> [RingServerAddress] {
+        guard let join else { return [] }
+        let addresses = try join.split(separator: ",").map { item in
+            guard let (host, port) = HostPort.parse(String(item)), port > 0 else {
+                throw ValidationError("--join takes the ring servers' --rpc addresses as HOST:PORT,HOST:PORT; '\(item)' is not of that form.")
+            }
+            return RingServerAddress(host: host, port: port)
+        }
+        guard (1...2).contains(addresses.count) else { throw ValidationError("--join takes one or two ring server addresses.") }
+        return addresses
+    }
+
     func validate() throws {
         guard HostPort.parse(http) != nil else { throw ValidationError("--http must be HOST:PORT, for example 127.0.0.1:8080; got '\(http)'.") }
         guard Durability(parsing: durability) != nil else { throw ValidationError("--durability must be always, never or interval:MS; got '\(durability)'.") }
@@ -68,10 +84,20 @@ struct NodeCommand: AsyncParsableCommand {
             throw ValidationError("--partitions must be a power of two from 1 to \(Limits.partitionCountMax).")
         }
         guard Logger.Level(rawValue: logLevel) != nil else { throw ValidationError("--log-level '\(logLevel)' is not a log level.") }
-        let clusterOptions = [id, rpc, peers].compactMap { $0 }.count
-        guard clusterOptions == 0 || clusterOptions == 3 else {
-            throw ValidationError("A cluster member needs --id, --rpc and --peers together; without them the node runs alone.")
+        guard peers == nil || join == nil else {
+            throw ValidationError("--peers (a static cluster) and --join (ring servers) exclude each other.")
         }
+        let clusterOptions = [id, rpc, peers ?? join].compactMap { $0 }.count
+        guard clusterOptions == 0 || clusterOptions == 3 else {
+            throw ValidationError("A cluster member needs --id, --rpc and --peers (or --join) together; without them the node runs alone.")
+        }
+        if join != nil, let rpc, HostPort.parse(rpc)?.port == 0 {
+            throw ValidationError("A node that joins ring servers needs a fixed --rpc port; they reach it there.")
+        }
+        if join != nil, HostPort.parse(http)?.port == 0 {
+            throw ValidationError("A node that joins ring servers needs a fixed --http port; clients are pointed to it.")
+        }
+        _ = try ringServerAddresses()
         if let rpc, HostPort.parse(rpc) == nil { throw ValidationError("--rpc must be HOST:PORT; got '\(rpc)'.") }
         if let id, id.isEmpty || id.contains(",") || id.contains("=") { throw ValidationError("--id '\(id)' may not be empty or contain ',' or '='.") }
         _ = try peerAddresses()
@@ -84,11 +110,12 @@ struct NodeCommand: AsyncParsableCommand {
         let logger = LogSetup.bootstrap(label: "ringstore.node", level: Logger.Level(rawValue: logLevel)!)
         let (host, port) = HostPort.parse(http)!
         let rpcAddress = rpc.flatMap(HostPort.parse)
-        let configuration = NodeConfiguration(
+        var configuration = NodeConfiguration(
             dataDirectory: data, httpHost: host, httpPort: port, maxValueBytes: maxValueBytes,
             durability: Durability(parsing: durability)!, partitionCount: partitions, nodeID: id,
             rpcHost: rpcAddress?.host ?? "127.0.0.1", rpcPort: rpcAddress?.port ?? 0, peers: try peerAddresses(),
             requestTimeout: .milliseconds(requestTimeoutMilliseconds))
+        configuration.ringServers = try ringServerAddresses()
         let registry = ServerMetrics.bootstrapPrometheus()
         do {
             try await NodeServer.run(configuration, registry: registry, logger: logger) { httpPort, rpcPort in

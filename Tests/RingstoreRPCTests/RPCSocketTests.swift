@@ -149,7 +149,7 @@ struct RPCSocketTests {
         let port = try await firstServer.start()
         let client = RPCClient(
             host: "127.0.0.1", port: port, group: group,
-            configuration: RPCClientConfiguration(backoff: RPCBackoff(delayInitial: .seconds(1), delayMax: .seconds(2))))
+            configuration: RPCClientConfiguration(backoff: RPCBackoff(delayInitial: .seconds(3), delayMax: .seconds(4))))  // wide enough that a busy machine still makes the second call inside the window
 
         let pending = client.callFuture(rpcTestMessage(RPCTestMessage.gated, "stranded"), timeout: Self.patience)
         while started.count == 0 { try await Task.sleep(for: .milliseconds(5)) }

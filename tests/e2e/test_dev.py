@@ -27,7 +27,9 @@ def children_of(pid: int) -> list[int]:
 
 
 def test_dev_starts_a_cluster_and_stops_everything_on_ctrl_c(ringstore_bin, tmp_path):
-    """The cluster comes up with every node reachable, replicates a write, and SIGINT stops all child processes."""
+    """Two ring servers and the nodes come up with the ring formed, a write through one
+    ring server is read through the other and on every replica, and SIGINT stops all
+    child processes."""
     base = random.randrange(20000, 31000, 100)  # below the ephemeral range (32768+), so no outgoing connection holds a port
     log = open(tmp_path / "dev.out", "wb")
     dev = subprocess.Popen([str(ringstore_bin), "dev", "--nodes", "3", "--data", str(tmp_path / "cluster"), "--base-port", str(base)],
@@ -41,8 +43,12 @@ def test_dev_starts_a_cluster_and_stops_everything_on_ctrl_c(ringstore_bin, tmp_
         output = (tmp_path / "dev.out").read_text()
         assert str(tmp_path / "cluster") in output
         nodes = children_of(dev.pid)
-        assert len(nodes) == 3
-        assert request(base + 101, "PUT", kv_path("default", "dev-key"), body=b"hello").status == 204
+        assert len(nodes) == 5  # 2 ring servers, 3 nodes
+        assert request(base + 80, "GET", "/v1/cluster").json()["role"] == "primary"
+        assert request(base + 81, "GET", "/v1/cluster").json()["role"] == "secondary"
+        assert request(base + 80, "PUT", kv_path("default", "dev-key"), body=b"hello").status == 204
+        reply = request(base + 81, "GET", kv_path("default", "dev-key") + "?r=3")
+        assert reply.status == 200 and reply.body == b"hello"
         reply = request(base + 103, "GET", kv_path("default", "dev-key") + "?r=3")
         assert reply.status == 200 and reply.body == b"hello"
         dev.send_signal(signal.SIGINT)

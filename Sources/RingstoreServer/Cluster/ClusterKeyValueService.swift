@@ -14,6 +14,7 @@ public final class ClusterKeyValueService: KeyValueService {
     }
 
     public func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
+        try checkReady()
         let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
         switch await node.run(.get(item, r: r ?? table.r, n: table.n)) {
         case .found(let object): return .found(object)
@@ -24,6 +25,7 @@ public final class ClusterKeyValueService: KeyValueService {
     }
 
     public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
+        try checkReady()
         let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
         switch await node.run(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n)) {
         case .written(let context): return context
@@ -39,6 +41,18 @@ public final class ClusterKeyValueService: KeyValueService {
     /// Removes this node's copies of a dropped table's keys (every node does the same).
     public func removeAllKeys(of table: String) async throws {
         try await storage.removeAllKeys(ofTable: table)
+    }
+
+    private func checkReady() throws {
+        guard !node.isReady else { return }
+        if node.hasLeft {
+            throw APIError(.serviceUnavailable, code: "unavailable", message: "No replica could take the request: this node has left the cluster; send requests to a ring server or another node.")
+        }
+        var retry = HTTPFields()
+        retry[.retryAfter] = "1"
+        throw APIError(.serviceUnavailable, code: "cluster_not_formed",
+                       message: "This node has not received a ring from the ring servers yet (the cluster forms once enough nodes registered). Retry shortly.",
+                       headers: retry)
     }
 
     static func apiError(_ failure: ClientFailure) -> APIError {

@@ -62,11 +62,14 @@ public final class ClusterNode: Sendable {
     private let started = ContinuousClock.now
     private let repeatedTasks = Mutex<[RepeatedTask]>([])
     private let observations = ClusterMetrics()
+    private let ready: Atomic<Bool>
+    private let left = Atomic<Bool>(false)
 
     public init(
         id: NodeID, actor: ActorID, ring: Ring, peers: [PeerAddress], storage: StorageEngine, hintStorage: StorageEngine,
-        group: any EventLoopGroup, settings: Settings = Settings(), logger: Logger
+        group: any EventLoopGroup, settings: Settings = Settings(), isReady: Bool = true, logger: Logger
     ) {
+        self.ready = Atomic(isReady)
         self.id = id
         self.partitioning = ring.partitioning
         self.storage = storage
@@ -122,6 +125,25 @@ public final class ClusterNode: Sendable {
 
     // MARK: Clients
 
+    /// Whether this node holds a ring to serve from (a node that joins through ring
+    /// servers has none until the cluster forms).
+    public var isReady: Bool { ready.load(ordering: .acquiring) }
+
+    /// Records that the node now holds a ring.
+    func markReady() {
+        guard !hasLeft else { return }
+        ready.store(true, ordering: .releasing)
+    }
+
+    /// Whether the cluster's configuration no longer lists this node (it left or was removed).
+    public var hasLeft: Bool { left.load(ordering: .acquiring) }
+
+    /// Records that this node left the cluster: it stops serving clients.
+    func markLeft() {
+        left.store(true, ordering: .releasing)
+        ready.store(false, ordering: .releasing)
+    }
+
     /// Runs a client operation with this node as coordinator (or forwarder).
     public func run(_ operation: ClientOperation) async -> ClientResult {
         let token = nextToken.wrappingAdd(1, ordering: .relaxed).newValue
@@ -150,7 +172,7 @@ public final class ClusterNode: Sendable {
 
     /// Adopts a new membership: connects to new members (unreachable until they answer
     /// a ping), drops connections to departed ones, and hands the ring to the engine.
-    public func adopt(ring: Ring, members: [PeerAddress]) async {
+    public func adopt(ring: Ring, pending: Ring? = nil, members: [PeerAddress]) async {
         let (added, removed) = peerClients.withLock { clients -> ([NodeID], [RPCClient]) in
             var added: [NodeID] = []
             var wanted = Set<NodeID>()
@@ -169,12 +191,24 @@ public final class ClusterNode: Sendable {
         }
         peerAddresses.withLock { $0 = members }
         feed { engine in
-            engine.replaceRing(ring)
+            engine.replaceRing(ring, pending: pending)
             var directives: [NodeDirective] = []
             for peer in added { directives += engine.setReachable(peer, false) }
             return directives
         }
         for client in removed { await client.shutdown() }
+    }
+
+    /// The connection to a member, if it is one.
+    func client(for peer: NodeID) -> RPCClient? { peerClients.withLock { $0[peer] } }
+
+    /// Merges a version received from another replica (a partition transfer) into
+    /// this node's storage; returns once it is durable.
+    func merge(_ key: ItemKey, _ object: StoredObject) async throws {
+        let result = await withCheckedContinuation { (continuation: CheckedContinuation<StorageResult, Never>) in
+            write(key, .merge(object)) { continuation.resume(returning: $0) }
+        }
+        if case .failed(let failure) = result { throw failure }
     }
 
     /// Sends `message` to every peer and returns the replies of those that answered.

@@ -16,6 +16,8 @@ struct ClusterParts: Sendable {
     let catalog: TableCatalog
     let rpcServer: RPCServer
     let api: NodeHTTPAPI
+    /// Set for a node that joins through ring servers.
+    let membership: MembershipAgent?
 
     static func assemble(_ configuration: NodeConfiguration, registry: PrometheusCollectorRegistry?, logger: Logger) async throws -> ClusterParts {
         let id = NodeID(configuration.nodeID!)
@@ -24,30 +26,62 @@ struct ClusterParts: Sendable {
         let options = StorageOptions(durability: configuration.durability)
         let storage = try StorageEngine(directory: configuration.dataDirectory + "/storage", options: options, logger: logger)
         let hintStorage = try StorageEngine(directory: configuration.dataDirectory + "/hints", options: options, logger: logger)
-        var addresses = configuration.peers.filter { $0.id != id }
-        addresses.append(PeerAddress(id: id, host: configuration.rpcHost, port: configuration.rpcPort))
-        let ring = Ring.initial(members: addresses.map(\.id), partitioning: partitioning)
+        let membershipPath = configuration.dataDirectory + "/membership.state"
+        // A node that joins through ring servers serves from the configuration it last
+        // accepted; a static one from the ring of its --peers.
+        let restored = configuration.joinsRingServers ? try MembershipAgent.loadState(membershipPath) : nil
+        let ring: Ring
+        var addresses: [PeerAddress]
+        if configuration.joinsRingServers {
+            if let held = restored?.configuration, let heldRing = held.ring {
+                ring = heldRing
+                addresses = held.members.map { PeerAddress(id: $0.id, host: $0.rpcHost, port: Int($0.rpcPort)) }
+            } else {
+                ring = Ring.initial(members: [id], partitioning: partitioning)
+                addresses = [PeerAddress(id: id, host: configuration.rpcHost, port: configuration.rpcPort)]
+            }
+        } else {
+            addresses = configuration.peers.filter { $0.id != id }
+            addresses.append(PeerAddress(id: id, host: configuration.rpcHost, port: configuration.rpcPort))
+            ring = Ring.initial(members: addresses.map(\.id), partitioning: partitioning)
+        }
         var settings = ClusterNode.Settings()
         settings.requestTimeout = configuration.requestTimeout
         let group = MultiThreadedEventLoopGroup.singleton
         let node = ClusterNode(
             id: id, actor: identity.actorID, ring: ring, peers: addresses, storage: storage, hintStorage: hintStorage,
-            group: group, settings: settings, logger: logger)
+            group: group, settings: settings, isReady: !configuration.joinsRingServers || restored?.configuration?.ring != nil, logger: logger)
         let catalog = try await TableCatalog(storage: storage, partitioning: partitioning, clusterSize: ring.members.count)
         let service = ClusterKeyValueService(node: node, storage: storage)
+        var membership: MembershipAgent?
+        if configuration.joinsRingServers {
+            let me = MemberInfo(
+                id: id, rpcHost: configuration.rpcHost, rpcPort: UInt16(configuration.rpcPort),
+                httpHost: configuration.httpHost, httpPort: UInt16(configuration.httpPort))
+            membership = MembershipAgent(
+                me: me, node: node, catalog: catalog, service: service, ringServers: configuration.ringServers,
+                restored: restored, statePath: membershipPath, heartbeatInterval: .milliseconds(250),
+                primaryLossTimeout: .milliseconds(1500), logger: logger)
+        }
         let rpcServer = RPCServer(
             host: configuration.rpcHost, port: configuration.rpcPort,
-            handler: PeerRPCHandler(node: node, catalog: catalog, service: service, logger: logger), group: node.engineLoop, logger: logger)
+            handler: PeerRPCHandler(node: node, catalog: catalog, service: service, logger: logger, membership: membership),
+            group: node.engineLoop, logger: logger)
         let started = ContinuousClock.now
+        let tables: any TableDirectory = membership.map { JoinedTableDirectory(catalog: catalog, agent: $0) } ?? catalog
+        let joined = membership != nil
         let api = NodeHTTPAPI(
-            catalog: catalog, service: service, cluster: ClusterNodeView(node: node),
+            catalog: tables, service: service, cluster: ClusterNodeView(node: node),
             maxValueBytes: configuration.maxValueBytes, registry: registry, logger: logger,
-            tablesChanged: { change in await Self.spread(change, node: node, catalog: catalog, logger: logger) }
+            tablesChanged: { change in
+                // Ring servers spread table changes themselves.
+                if !joined { await Self.spread(change, node: node, catalog: catalog, logger: logger) }
+            }
         ) {
             let uptime = (ContinuousClock.now - started).components.seconds
-            return "{\"status\":\"ok\",\"role\":\"node\",\"node\":\(JSONText.quote(id.rawValue)),\"actor\":\"\(identity.actor)\",\"keys\":\(storage.statistics.keys),\"uptime_seconds\":\(uptime)}"
+            return "{\"status\":\"ok\",\"role\":\"node\",\"node\":\(JSONText.quote(id.rawValue)),\"actor\":\"\(identity.actor)\",\"ready\":\(node.isReady),\"keys\":\(storage.statistics.keys),\"uptime_seconds\":\(uptime)}"
         }
-        return ClusterParts(storage: storage, hintStorage: hintStorage, node: node, catalog: catalog, rpcServer: rpcServer, api: api)
+        return ClusterParts(storage: storage, hintStorage: hintStorage, node: node, catalog: catalog, rpcServer: rpcServer, api: api, membership: membership)
     }
 
     /// Tells every peer of a table created or dropped here.
@@ -71,6 +105,14 @@ struct ClusterService: Service {
     let logger: Logger
 
     func run() async throws {
+        if let membership = parts.membership {
+            // Tables come with the ring servers' configuration; nothing to exchange.
+            try? await gracefulShutdown()
+            await membership.stop()
+            await parts.rpcServer.stop()
+            await parts.node.stop()
+            return
+        }
         await exchangeCatalogues()
         while !Task.isShuttingDownGracefully {
             // Wakes at once on shutdown instead of finishing the sleep.

@@ -20,9 +20,19 @@ struct PeerRPCHandler: RPCHandler {
     let catalog: TableCatalog
     let service: ClusterKeyValueService
     let logger: Logger
+    /// Set when the node belongs to a ring-server cluster: answers the ring servers' messages.
+    let membership: MembershipAgent?
 
     func receive(_ request: RPCMessage, context: RPCRequestContext) -> RPCDispatch {
-        if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop { return .detach }
+        if MembershipWire.ringServerTypes.contains(request.messageType) {
+            guard let membership else {
+                return .fail(RPCRemoteError(code: RPCRemoteError.unsupportedMessageTypeCode, message: "this node was started with --peers, not --join; it takes no ring server messages"))
+            }
+            return membership.receive(request)
+        }
+        if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop || request.messageType == PartitionPages.request {
+            return .detach
+        }
         let decoded: PeerRequest
         do {
             decoded = try PeerCodec.decodeRequest(type: request.messageType, body: Array(request.body.readableBytesView))
@@ -38,6 +48,12 @@ struct PeerRPCHandler: RPCHandler {
 
     func handle(_ request: RPCMessage, context: RPCRequestContext) async throws -> RPCMessage {
         switch request.messageType {
+        case PartitionPages.request:
+            do {
+                return try PartitionPages.answer(request, storage: node.storage, partitioning: node.partitioning)
+            } catch let error as DecodeError {
+                throw RPCRemoteError(code: 1, message: "undecodable partition page request: \(error.reason)")
+            }
         case CatalogMessage.exchange:
             let tables = try JSONDecoder().decode([TableDefinition].self, from: Data(request.body.readableBytesView))
             try await catalog.adopt(tables)

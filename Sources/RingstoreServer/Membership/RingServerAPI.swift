@@ -1,0 +1,235 @@
+import Foundation
+import HTTPTypes
+import NIOCore
+import RingstoreCore
+import RingstoreRPC
+import RingstoreStorage
+
+/// The client data path as a ring server serves it: each request goes to a healthy
+/// coordinator from the key's preference list, over the framed protocol.
+///
+/// A request that could not be sent (no connection) moves on to the next node; one
+/// that was sent and timed out is answered 503, since it may have been applied.
+final class RoutingKeyValueService: KeyValueService {
+    let server: RingServer
+
+    init(server: RingServer) {
+        self.server = server
+    }
+
+    func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
+        let routing = server.routing
+        let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
+        switch try await coordinate(.get(item, r: r ?? table.r, n: table.n), routing: routing) {
+        case .found(let object): return .found(object)
+        case .notFound(let context): return .notFound(context: context)
+        case .failed(let failure): throw ClusterKeyValueService.apiError(failure)
+        case .written: throw APIError.internalError("internal inconsistency: a read was answered as a write")
+        }
+    }
+
+    func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
+        let routing = server.routing
+        let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
+        switch try await coordinate(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n), routing: routing) {
+        case .written(let context): return context
+        case .failed(let failure): throw ClusterKeyValueService.apiError(failure)
+        case .found, .notFound: throw APIError.internalError("internal inconsistency: a write was answered as a read")
+        }
+    }
+
+    func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
+        try await put(table: table, key: key, sibling: .tombstone, context: context, w: w)
+    }
+
+    /// Nothing to do: a ring server holds no keys; every node drops its own.
+    func removeAllKeys(of table: String) async throws {}
+
+    private func coordinate(_ operation: ClientOperation, routing: RoutingSnapshot) async throws -> ClientResult {
+        let candidates = routing.coordinators(for: operation.key.partition)
+        guard !candidates.isEmpty else { throw Self.notFormed }
+        let (type, body) = PeerCodec.encode(PeerRequest.coordinate(operation))
+        let request = RPCMessage(messageType: type, body: ByteBuffer(bytes: body))
+        var reasons: [String] = []
+        for node in candidates {
+            guard let client = server.client(for: node) else {
+                reasons.append("\(node): address unknown")
+                continue
+            }
+            do {
+                let reply = try await client.call(request, timeout: TimeAmount(server.options.requestTimeout))
+                switch try PeerCodec.decodeReply(type: reply.messageType, body: Array(reply.body.readableBytesView)) {
+                case .coordinated(let result): return result
+                case .failed(let failure): return .failed(failure)
+                case .replicaRead, .replicaWritten, .pong:
+                    throw APIError.internalError("node \(node) answered a coordination request with another message")
+                }
+            } catch let error as RPCError {
+                switch error {
+                case .connectionFailed, .overloaded:
+                    reasons.append("\(node): \(error)")  // never sent: the next node may take it
+                case .timedOut, .connectionClosed, .shutdown, .remote, .malformedFrame, .frameTooLarge:
+                    var retry = HTTPFields()
+                    retry[.retryAfter] = "1"
+                    throw APIError(.serviceUnavailable, code: "coordinator_unavailable",
+                                   message: "Coordinator \(node) did not answer in time (\(error)); the request may or may not have taken effect. Retry.",
+                                   headers: retry)
+                }
+            }
+        }
+        var retry = HTTPFields()
+        retry[.retryAfter] = "1"
+        throw APIError(.serviceUnavailable, code: "no_coordinator",
+                       message: "No node of the key's preference list could be reached (\(reasons.joined(separator: "; "))). Retry.",
+                       headers: retry)
+    }
+
+    static var notFormed: APIError {
+        var retry = HTTPFields()
+        retry[.retryAfter] = "1"
+        return APIError(.serviceUnavailable, code: "cluster_not_formed",
+                        message: "The cluster has not formed yet: not enough nodes have registered with the ring servers. Retry shortly.",
+                        headers: retry)
+    }
+}
+
+/// A ring server's tables: those of the newest committed configuration. Changes go
+/// through the primary (the secondary passes them on), and are answered once a
+/// majority of the nodes accepted them.
+final class RingServerTables: TableDirectory {
+    let server: RingServer
+    /// Sends a table change to the other ring server; nil when it cannot be reached.
+    let forward: @Sendable (TableChangeRequest) async throws -> TableDefinition?
+
+    init(server: RingServer, forward: @escaping @Sendable (TableChangeRequest) async throws -> TableDefinition?) {
+        self.server = server
+        self.forward = forward
+    }
+
+    func table(named name: String) -> TableDefinition? {
+        server.routing.configuration.table(named: name).map(TableDefinition.init(spec:))
+    }
+
+    var all: [TableDefinition] {
+        server.routing.configuration.tables.map(TableDefinition.init(spec:)).sorted { $0.name < $1.name }
+    }
+
+    func create(name: String, request: TableRequest) async throws -> (TableDefinition, created: Bool) {
+        do { try Validation.checkTableName(name) } catch { throw APIError(error) }
+        let configuration = server.routing.configuration
+        guard let ring = configuration.ring else { throw RoutingKeyValueService.notFormed }
+        let definition = try TableCatalog.validated(name: name, request: request, clusterSize: ring.members.count)
+        if let existing = table(named: name) {
+            guard existing == definition || request.isEmpty else { throw TableCatalog.conflict(existing) }
+            return (existing, false)
+        }
+        let spec = definition.spec
+        switch await server.change({ engine, token, now in engine.createTable(spec, token: token, now: now) }) {
+        case .success: return (definition, true)
+        case .failure(.notPrimary):
+            let forwarded = TableChangeRequest(action: "create", name: name, n: definition.n, r: definition.r, w: definition.w, consistency: definition.consistency)
+            guard let created = try await forward(forwarded) else { throw Self.noPrimary }
+            return (created, true)
+        case .failure(let failure): throw Self.apiError(failure)
+        }
+    }
+
+    func remove(name: String) async throws -> TableDefinition {
+        guard name != TableCatalog.defaultTableName else { throw TableCatalog.protectedDefault }
+        guard let existing = table(named: name) else { throw APIError.tableNotFound(name) }
+        switch await server.change({ engine, token, now in engine.dropTable(named: name, token: token, now: now) }) {
+        case .success: return existing
+        case .failure(.notPrimary):
+            _ = try await forward(TableChangeRequest(action: "drop", name: name))
+            return existing
+        case .failure(let failure): throw Self.apiError(failure)
+        }
+    }
+
+    static var noPrimary: APIError {
+        var retry = HTTPFields()
+        retry[.retryAfter] = "1"
+        return APIError(.serviceUnavailable, code: "no_primary", message: "Neither ring server is primary at the moment (a failover may be under way); retry shortly.", headers: retry)
+    }
+
+    static func apiError(_ failure: ChangeFailure) -> APIError {
+        var retry = HTTPFields()
+        retry[.retryAfter] = "1"
+        switch failure {
+        case .notPrimary: return noPrimary
+        case .queueFull(let limit):
+            return APIError(.serviceUnavailable, code: "busy", message: "\(limit) cluster changes are already waiting; retry shortly.", headers: retry)
+        case .timedOut(let after):
+            return APIError(.serviceUnavailable, code: "change_timed_out", message: "The change waited \(after) without being offered to the nodes; it was not applied. Retry.", headers: retry)
+        case .outcomeUnknown(let reason):
+            return APIError(.serviceUnavailable, code: "change_outcome_unknown", message: "The change was offered to the nodes but not confirmed by a majority (\(reason)); read the tables to see whether it took effect.", headers: retry)
+        case .invalid(let reason):
+            return APIError(.conflict, code: "invalid_change", message: reason)
+        }
+    }
+}
+
+extension TableDefinition {
+    init(spec: TableSpec) {
+        self.init(name: spec.name, n: spec.n, r: spec.r, w: spec.w, consistency: spec.consistency == TableSpec.linearizable ? .linearizable : .eventual)
+    }
+
+    var spec: TableSpec {
+        TableSpec(name: name, n: n, r: r, w: w, consistency: consistency == .linearizable ? TableSpec.linearizable : TableSpec.eventual)
+    }
+}
+
+extension TableCatalog {
+    static func conflict(_ existing: TableDefinition) -> APIError {
+        APIError(.conflict, code: "table_exists", message: "Table '\(existing.name)' exists with other properties (n=\(existing.n), r=\(existing.r), w=\(existing.w), \(existing.consistency.rawValue)); a table's properties cannot change.")
+    }
+
+    static var protectedDefault: APIError {
+        APIError(.conflict, code: "table_protected", message: "The default table always exists and cannot be deleted.")
+    }
+}
+
+/// `/v1/cluster…` as a ring server answers it.
+struct RingServerView: ClusterView {
+    let server: RingServer
+
+    func clusterJSON() -> String {
+        let routing = server.routing
+        let configuration = routing.configuration
+        let members = configuration.members.sorted { $0.id < $1.id }.map { member in
+            "{\"id\":\(JSONText.quote(member.id.rawValue)),\"rpc\":\(JSONText.quote("\(member.rpcHost):\(member.rpcPort)")),\"http\":\(JSONText.quote("\(member.httpHost):\(member.httpPort)")),\"status\":\"\(member.status.label)\",\"reachable\":\(routing.available.contains(member.id))}"
+        }.joined(separator: ",")
+        let role = switch routing.role {
+        case .primary: "primary"
+        case .secondary: "secondary"
+        case .candidate: "candidate"
+        }
+        return "{\"mode\":\"ring\",\"ring_server\":\(JSONText.quote(server.options.id)),\"role\":\"\(role)\",\"term\":\(routing.term),\"primary\":\(JSONText.quote(configuration.primary)),\"configuration\":{\"term\":\(configuration.term),\"epoch\":\(configuration.epoch)},\"partitions\":\(routing.partitioning.partitionCount),\"ring_epoch\":\(configuration.ring?.epoch ?? 0),\"members\":[\(members)]}"
+    }
+
+    func ringJSON() -> String {
+        let configuration = server.routing.configuration
+        let owners = (configuration.ring?.owners ?? []).map { JSONText.quote($0.rawValue) }.joined(separator: ",")
+        let members = configuration.members.sorted { $0.id < $1.id }.map { member in
+            "{\"id\":\(JSONText.quote(member.id.rawValue)),\"rpc\":\(JSONText.quote("\(member.rpcHost):\(member.rpcPort)")),\"http\":\(JSONText.quote("\(member.httpHost):\(member.httpPort)"))}"
+        }.joined(separator: ",")
+        return "{\"partitions\":\(server.partitioning.partitionCount),\"epoch\":\(configuration.ring?.epoch ?? 0),\"owners\":[\(owners)],\"members\":[\(members)]}"
+    }
+
+    func locateJSON(table: TableDefinition, key: [UInt8]) -> String {
+        let routing = server.routing
+        let partition = routing.partitioning.partition(table: table.name, key: key)
+        let preference = routing.configuration.ring?.preferenceList(for: partition, count: routing.configuration.ring?.members.count ?? 0) ?? []
+        var targets: [(String, String?)] = []
+        var spare = preference.dropFirst(table.n).filter(routing.available.contains).makeIterator()
+        for node in preference.prefix(table.n) {
+            if routing.available.contains(node) {
+                targets.append((node.rawValue, nil))
+            } else if let fallback = spare.next() {
+                targets.append((fallback.rawValue, node.rawValue))
+            }
+        }
+        let unreachable = preference.filter { !routing.available.contains($0) }.map(\.rawValue).sorted()
+        return LocateJSON.render(table: table.name, key: key, partition: partition, preference: preference.map(\.rawValue), targets: targets, unreachable: unreachable)
+    }
+}

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# Through a ring server or straight to a coordinator: 2 ring servers and 3 nodes
+# (N=3, R=W=2, durability always, 100-byte values, 10,000 keys). The same cluster is
+# measured three ways:
+#   - wrk over HTTP against the two ring servers (each forwards to a coordinator);
+#   - wrk over HTTP against the three nodes (each coordinates);
+#   - `ringstore bench client --mode direct`: the partition-aware Swift client over
+#     the node protocol.
+#
+#   bench/ring-vs-direct.sh [seconds] [connections]
+#
+# Uses RINGSTORE_BIN if set, else builds the release binary. Writes
+# bench/results/ring-vs-direct-DATE.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+connections="${2:-32}"
+keys=10000
+source bench/lib.sh
+
+rs_http=(18680 18681); rs_rpc=(18690 18691)
+join="127.0.0.1:${rs_rpc[0]},127.0.0.1:${rs_rpc[1]}"
+for i in 0 1; do
+  other=$((1 - i))
+  "$RINGSTORE_BIN" ring --id "rs$((i + 1))" --role "$([[ $i == 0 ]] && echo primary || echo secondary)" --data "$work/rs$((i + 1))" \
+    --http "127.0.0.1:${rs_http[$i]}" --rpc "127.0.0.1:${rs_rpc[$i]}" --peer "rs$((other + 1))=127.0.0.1:${rs_rpc[$other]}" \
+    --initial-nodes 3 --log-level warning >"$work/rs$((i + 1)).log" 2>&1 &
+  pids+=($!)
+done
+node_http=(18701 18702 18703)
+for i in 1 2 3; do
+  "$RINGSTORE_BIN" node --id "n$i" --data "$work/n$i" --http "127.0.0.1:${node_http[$((i - 1))]}" --rpc "127.0.0.1:$((18710 + i))" \
+    --join "$join" --durability always --log-level warning >"$work/n$i.log" 2>&1 &
+  pids+=($!)
+done
+for _ in $(seq 300); do
+  curl -sf "http://127.0.0.1:${rs_http[0]}/v1/cluster" | grep -q '"ring_epoch":[1-9]' && break
+  sleep 0.1
+done
+sleep 2
+
+python3 - "$keys" "${rs_http[0]}" <<'PY'
+import http.client, sys
+keys, port = int(sys.argv[1]), int(sys.argv[2])
+connection = http.client.HTTPConnection("127.0.0.1", port)
+for i in range(keys):
+    connection.request("PUT", f"/v1/kv/default/key{i}", body=b"v" * 100)
+    response = connection.getresponse(); response.read()
+    assert response.status == 204, response.status
+PY
+
+wrk_run() { # name script port... -> one RESULT line summed over one wrk per port
+  local name="$1" script="$2"; shift 2
+  local ports=("$@") outputs=() runs=() count=$# share i
+  share=$(( connections / count ))
+  for i in "${!ports[@]}"; do
+    local c=$share; [[ $i == 0 ]] && c=$(( connections - (count - 1) * share ))
+    KEYS=$keys wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$script" "http://127.0.0.1:${ports[$i]}" >"$work/wrk-$i.out" &
+    runs+=($!); outputs+=("$work/wrk-$i.out")
+  done
+  for i in "${runs[@]}"; do wait "$i"; done
+  python3 - "$name" "${outputs[@]}" <<'PY'
+import re, sys
+name, files = sys.argv[1], sys.argv[2:]
+rows = [tuple(float(x) for x in re.search(r"RESULT rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+) non2xx=(\d+)", open(p).read()).groups()) for p in files]
+print(f"{name} RESULT rps={sum(r[0] for r in rows):.1f} p50_ms={max(r[1] for r in rows):.3f} p99_ms={max(r[2] for r in rows):.3f} non2xx={int(sum(r[3] for r in rows))}")
+PY
+}
+
+direct_run() { # name workload -> RESULT line from the Swift client
+  local out
+  out=$("$RINGSTORE_BIN" bench client --url "http://127.0.0.1:${rs_http[0]},http://127.0.0.1:${rs_http[1]}" --mode direct \
+    --workload "$2" --concurrency "$connections" --duration "$seconds" --value-size 100 --keys "$keys" 2>&1)
+  echo "$out" >>"$work/direct.out"
+  python3 - "$1" "$out" <<'PY'
+import re, sys
+name, text = sys.argv[1], sys.argv[2]
+m = re.search(r"RESULT .*rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+) .*errors=(\d+)", text)
+rps, p50, p99, errors = float(m.group(1)), float(m.group(2)), float(m.group(3)), int(m.group(4))
+print(f"{name} RESULT rps={rps:.1f} p50_ms={p50:.3f} p99_ms={p99:.3f} non2xx={errors}")
+PY
+}
+
+results=()
+results+=("$(wrk_run 'GET through the ring servers (wrk, HTTP)' get.lua "${rs_http[@]}")")
+results+=("$(wrk_run 'GET to the nodes (wrk, HTTP)' get.lua "${node_http[@]}")")
+results+=("$(direct_run 'GET direct (Swift client, node protocol)' get)")
+results+=("$(wrk_run 'PUT through the ring servers (wrk, HTTP)' put.lua "${rs_http[@]}")")
+results+=("$(wrk_run 'PUT to the nodes (wrk, HTTP)' put.lua "${node_http[@]}")")
+results+=("$(direct_run 'PUT direct (Swift client, node protocol)' put)")
+
+out="bench/results/ring-vs-direct-$(date -u +%F).md"
+{
+  echo "# Through a ring server or straight to a coordinator, $(date -u +%F)"
+  echo
+  echo "Command: \`bench/ring-vs-direct.sh $seconds $connections\` — 2 ring servers and 3 nodes on one machine ($(machine)),"
+  echo "N=3 R=2 W=2, \`--durability always\`, 100-byte values, $keys preloaded keys, $connections connections or tasks in all, ${seconds} s each."
+  echo
+  echo "| what | requests/s | p50 ms | p99 ms | errors / non-2xx |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  for line in "${results[@]}"; do
+    name="${line%% RESULT*}"
+    echo "| $name | $(field "$line" rps) | $(field "$line" p50_ms) | $(field "$line" p99_ms) | $(field "$line" non2xx) |"
+  done
+} | tee "$out"
