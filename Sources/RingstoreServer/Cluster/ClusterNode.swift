@@ -202,13 +202,24 @@ public final class ClusterNode: Sendable {
     /// The connection to a member, if it is one.
     func client(for peer: NodeID) -> RPCClient? { peerClients.withLock { $0[peer] } }
 
-    /// Merges a version received from another replica (a partition transfer) into
-    /// this node's storage; returns once it is durable.
-    func merge(_ key: ItemKey, _ object: StoredObject) async throws {
-        let result = await withCheckedContinuation { (continuation: CheckedContinuation<StorageResult, Never>) in
-            write(key, .merge(object)) { continuation.resume(returning: $0) }
+    /// Merges a page of versions at once: every record is appended before any is
+    /// awaited, so the whole page shares the group commit's fsyncs. Returns once all
+    /// are durable; throws the first failure.
+    func merge(page: [(ItemKey, StoredObject)]) async throws {
+        guard !page.isEmpty else { return }
+        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<ClientFailure?, Never>) in
+            let remaining = Atomic<Int>(page.count)
+            let firstFailure = Mutex<ClientFailure?>(nil)
+            for (key, object) in page {
+                write(key, .merge(object)) { result in
+                    if case .failed(let failure) = result { firstFailure.withLock { $0 = $0 ?? failure } }
+                    if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
+                        continuation.resume(returning: firstFailure.withLock { $0 })
+                    }
+                }
+            }
         }
-        if case .failed(let failure) = result { throw failure }
+        if let failure { throw failure }
     }
 
     /// Sends `message` to every peer and returns the replies of those that answered.

@@ -192,13 +192,16 @@ final class PartitionReceiver: Sendable {
             try Task.checkCancellation()
             let reply = try await client.call(PartitionPages.encodeRequest(partition: partition, after: cursor, budget: PartitionPages.pageBytesMax), timeout: .seconds(10))
             let (entries, exhausted) = try PartitionPages.decodeReply(reply)
+            var page: [(ItemKey, StoredObject)] = []
+            page.reserveCapacity(entries.count)
             for (storageKey, value) in entries {
                 guard let (table, key) = StorageKeyCodec.decode(storageKey), table != TableCatalog.systemTable else { continue }
-                let object = try StoredObject.decodeObject(value)
-                try await node.merge(ItemKey(table: table, key: key, partition: partition), object)
-                count += 1
-                observed.keys.increment()
+                page.append((ItemKey(table: table, key: key, partition: partition), try StoredObject.decodeObject(value)))
             }
+            // One page shares its fsyncs; the cursor moves only once the page is durable.
+            try await node.merge(page: page)
+            count += page.count
+            observed.keys.increment(by: Int64(page.count))
             if let last = entries.last { cursor = last.0 }
             if exhausted { return count }
         }
