@@ -98,13 +98,12 @@ final class MembershipAgent: Sendable {
         let (message, registered, configuration) = follower.withLock { follower in
             (follower.heartbeatMessage, follower.configuration?.member(me.id).map { Self.sameAddresses($0, me) } ?? false, follower.configuration)
         }
-        // Transfers finished here and not yet recorded are reported again until they are.
+        // Transfers finished here and not yet recorded are reported again until they
+        // are, and any that should run and does not (its task ended early) starts again.
         if let configuration, let pending = configuration.pendingRing, adopted.withLock({ $0 }) == configuration.version {
             let mine = configuration.pendingTransfers(to: me.id)
             receiver.reportFinished(among: Set(mine.map(\.partition)), pendingEpoch: pending.epoch)
-            if !mine.isEmpty, receiver.inProgress == 0 {
-                logger.notice("transfers to this node are pending but none is running", metadata: ["partitions": "\(mine.map(\.partition.rawValue))", "finished": "\(receiver.finishedPartitions.map(\.rawValue))"])
-            }
+            receiver.update(wanted: Self.wanted(mine, in: configuration), pendingEpoch: pending.epoch)
         }
         for client in ringServers {
             if !registered {
@@ -112,6 +111,13 @@ final class MembershipAgent: Sendable {
             }
             _ = client.callFuture(MembershipWire.message(message, from: me.id), timeout: TimeAmount(heartbeatInterval * 2))
         }
+    }
+
+    /// The partitions to receive and where to pull each from.
+    private static func wanted(_ transfers: [Transfer], in configuration: ClusterConfiguration) -> [PartitionID: [NodeID]] {
+        var wanted: [PartitionID: [NodeID]] = [:]
+        for transfer in transfers { wanted[transfer.partition] = configuration.transferSources(for: transfer) }
+        return wanted
     }
 
     private static func sameAddresses(_ one: MemberInfo, _ other: MemberInfo) -> Bool {
@@ -165,11 +171,7 @@ final class MembershipAgent: Sendable {
                     logger.warning("the cluster's configuration no longer lists this node: it has left (or was removed). It answers no client requests; stop it, and do not restart it on this data folder")
                 }
             }
-            var wanted: [PartitionID: [NodeID]] = [:]
-            for transfer in configuration.pendingTransfers(to: me.id) {
-                wanted[transfer.partition] = configuration.transferSources(for: transfer)
-            }
-            receiver.update(wanted: wanted, pendingEpoch: configuration.pendingRing?.epoch ?? 0)
+            receiver.update(wanted: Self.wanted(configuration.pendingTransfers(to: me.id), in: configuration), pendingEpoch: configuration.pendingRing?.epoch ?? 0)
             let tables = configuration.tables.map(TableDefinition.init(spec:))
             if !tables.isEmpty {
                 do {

@@ -106,8 +106,6 @@ final class PartitionReceiver: Sendable {
         self.report = report
     }
 
-    var finishedPartitions: Set<PartitionID> { finished.withLock { $0 } }
-
     /// Partitions still being received, for status views.
     var inProgress: Int { running.withLock { $0.count } }
 
