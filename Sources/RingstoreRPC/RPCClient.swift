@@ -344,14 +344,18 @@ final class RPCClientConnectionHandler: ChannelInboundHandler {
 
     func send(_ frame: RPCFrame) {
         guard let context else { return }  // closing: the core fails the call when the close arrives
-        outbound.append(frame, context: context)
+        let toWrite = outbound.append(frame, allocator: context.channel.allocator)
+        context.writeFrames(toWrite)
         if inReadBurst {
             flushAtReadComplete = true
         } else if !flushScheduled {
             flushScheduled = true
             context.eventLoop.assumeIsolated().execute {
                 self.flushScheduled = false
-                if let context = self.context { self.outbound.flush(context: context) }
+                if let context = self.context {
+                    let batch = self.outbound.takeBatch()
+                    context.flushBatch(batch)
+                }
             }
         }
     }
@@ -385,7 +389,8 @@ final class RPCClientConnectionHandler: ChannelInboundHandler {
         inReadBurst = false
         if flushAtReadComplete, self.context != nil {
             flushAtReadComplete = false
-            outbound.flush(context: context)
+            let batch = outbound.takeBatch()
+            context.flushBatch(batch)
         }
         context.fireChannelReadComplete()
     }

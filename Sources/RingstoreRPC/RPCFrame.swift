@@ -106,37 +106,50 @@ struct RPCOutboundFrames {
 
     private var batch: ByteBuffer?
 
-    mutating func append(_ frame: RPCFrame, context: ChannelHandlerContext) {
+    /// Adds a frame to the batch. Returns what must be written at once, in order: the
+    /// batch so far and the frame itself when its body is too large to copy.
+    ///
+    /// Nothing here touches the pipeline: a write or flush can re-enter the handler
+    /// (a failed flush closes the channel), so the handler writes outside any mutation
+    /// of this value.
+    mutating func append(_ frame: RPCFrame, allocator: ByteBufferAllocator) -> [ByteBuffer] {
         let bodyBytes = frame.body.readableBytes
         if bodyBytes > Self.coalesceBodyBytesMax {
-            writeBatch(context: context)
-            var header = context.channel.allocator.buffer(capacity: RPCLimits.headerBytes)
+            var header = allocator.buffer(capacity: RPCLimits.headerBytes)
             frame.writeHeader(into: &header)
-            context.write(NIOAny(header), promise: nil)
-            context.write(NIOAny(frame.body), promise: nil)
-            return
+            return (takeBatch().map { [$0] } ?? []) + [header, frame.body]
         }
         if batch == nil {
-            batch = context.channel.allocator.buffer(capacity: max(Self.batchBytesInitial, RPCLimits.headerBytes + bodyBytes))
+            batch = allocator.buffer(capacity: max(Self.batchBytesInitial, RPCLimits.headerBytes + bodyBytes))
         }
         frame.write(into: &batch!)
+        return []
     }
 
-    /// Hands the batch to the pipeline and flushes the channel.
-    mutating func flush(context: ChannelHandlerContext) {
-        writeBatch(context: context)
-        context.flush()
+    /// The frames batched so far, removed from the batch.
+    mutating func takeBatch() -> ByteBuffer? {
+        defer { batch = nil }
+        return batch
     }
 
     /// Forgets frames not yet written (the connection is gone).
     mutating func discard() {
         batch = nil
     }
+}
 
-    private mutating func writeBatch(context: ChannelHandlerContext) {
-        guard let bytes = batch else { return }
-        batch = nil
-        context.write(NIOAny(bytes), promise: nil)
+extension ChannelHandlerContext {
+    /// Writes buffers taken from `RPCOutboundFrames`.
+    func writeFrames(_ buffers: [ByteBuffer]) {
+        for buffer in buffers { write(NIOAny(buffer), promise: nil) }
+    }
+
+    /// Writes a batch taken from `RPCOutboundFrames.takeBatch()` and flushes the
+    /// channel. Take the batch first, in its own statement: a handler re-entered by the
+    /// flush must find its `RPCOutboundFrames` free to change.
+    func flushBatch(_ batch: ByteBuffer?) {
+        if let batch { write(NIOAny(batch), promise: nil) }
+        flush()
     }
 }
 

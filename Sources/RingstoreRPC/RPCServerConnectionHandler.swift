@@ -90,7 +90,8 @@ package final class RPCServerConnectionHandler: ChannelDuplexHandler {
         inReadBurst = false
         if flushAtReadComplete, self.context != nil {
             flushAtReadComplete = false
-            outbound.flush(context: context)
+            let batch = outbound.takeBatch()
+            context.flushBatch(batch)
         }
         context.fireChannelReadComplete()
     }
@@ -130,7 +131,8 @@ package final class RPCServerConnectionHandler: ChannelDuplexHandler {
         }
         guard !quiescing else {
             let error = RPCRemoteError(code: RPCRemoteError.shuttingDownCode, message: "server is shutting down")
-            outbound.append(Self.errorFrame(requestID: frame.requestID, error: error, allocator: context.channel.allocator), context: context)
+            let toWrite = outbound.append(Self.errorFrame(requestID: frame.requestID, error: error, allocator: context.channel.allocator), allocator: context.channel.allocator)
+            context.writeFrames(toWrite)
             requestFlush(context: context)
             return
         }
@@ -174,7 +176,8 @@ package final class RPCServerConnectionHandler: ChannelDuplexHandler {
         precondition(inFlight > 0, "internal inconsistency in RPCServerConnectionHandler: reply with no request in flight")
         inFlight -= 1
         guard let context else { return }  // the connection closed; nobody waits for this reply
-        outbound.append(Self.replyFrame(requestID: requestID, result: result, allocator: context.channel.allocator), context: context)
+        let toWrite = outbound.append(Self.replyFrame(requestID: requestID, result: result, allocator: context.channel.allocator), allocator: context.channel.allocator)
+        context.writeFrames(toWrite)
         requestFlush(context: context)
         if quiescing && inFlight == 0 {
             closeOutputAfterPendingWrites()
@@ -192,7 +195,10 @@ package final class RPCServerConnectionHandler: ChannelDuplexHandler {
         flushScheduled = true
         context.eventLoop.assumeIsolated().execute {
             self.flushScheduled = false
-            if let context = self.context { self.outbound.flush(context: context) }
+            if let context = self.context {
+                    let batch = self.outbound.takeBatch()
+                    context.flushBatch(batch)
+                }
         }
     }
 
@@ -206,7 +212,8 @@ package final class RPCServerConnectionHandler: ChannelDuplexHandler {
     /// sees end of stream and closes, which closes this channel.
     private func closeOutputAfterPendingWrites() {
         guard let context else { return }
-        outbound.flush(context: context)
+        let batch = outbound.takeBatch()
+        context.flushBatch(batch)
         context.close(mode: .output).assumeIsolated().whenFailure { _ in
             self.context?.close(promise: nil)
         }

@@ -36,6 +36,16 @@ final class RPCReadCounter: ChannelOutboundHandler {
     }
 }
 
+/// Closes the channel when it is flushed, as a socket whose peer vanished does: the
+/// close runs inside the flush, so the handler's channelInactive is re-entered.
+final class RPCCloseOnFlush: ChannelOutboundHandler {
+    typealias OutboundIn = ByteBuffer
+    func flush(context: ChannelHandlerContext) {
+        context.flush()
+        context.close(promise: nil)
+    }
+}
+
 @Suite("RPC server connection handler")
 struct RPCServerHandlerTests {
     private func serverChannel(handler: any RPCHandler, inFlightMax: Int = 16, extra: [any ChannelHandler] = []) throws -> EmbeddedChannel {
@@ -71,6 +81,15 @@ struct RPCServerHandlerTests {
         let reply = try #require(try readReply(channel))
         #expect(reply == RPCFrame(requestID: 77, kind: .response, messageType: RPCTestMessage.echo, body: ByteBuffer(string: "ping")))
         _ = try channel.finish()
+    }
+
+    @Test func aConnectionThatClosesWhileRepliesAreFlushedIsHandled() throws {
+        // Proves a channel that closes in the middle of a flush (a peer killed while replies are written) re-enters the handler without an exclusivity violation and leaves it closed.
+        let channel = try serverChannel(handler: RPCTestHandler(), extra: [RPCCloseOnFlush()])
+        try channel.writeInbound(request(1, rpcTestMessage(RPCTestMessage.echo, "a")))
+        channel.embeddedEventLoop.run()
+        #expect(!channel.isActive)
+        _ = try? channel.finish()
     }
 
     @Test func handlerFailureBecomesAnErrorFrame() throws {
