@@ -1,0 +1,150 @@
+/// A value an acceptor accepted, with the ballot it was accepted under. A nil
+/// value records that the key had never been written when it was accepted.
+public struct CASPaxosAcceptedValue: Hashable, Sendable {
+    /// The ballot of the accept.
+    public var ballot: Ballot
+    /// The value accepted.
+    public var value: LinearizableValue?
+
+    /// Creates an accepted value.
+    public init(ballot: Ballot, value: LinearizableValue?) {
+        self.ballot = ballot
+        self.value = value
+    }
+}
+
+/// What one acceptor stores for one key: the highest ballot it promised and the
+/// last value it accepted. The accepted ballot is never above the promised one.
+///
+/// A key an acceptor has never heard of has the empty state (`init()`).
+public struct CASPaxosAcceptorState: Hashable, Sendable {
+    /// The highest ballot promised (by a prepare or an accept).
+    public private(set) var promised: Ballot?
+    /// The last value accepted, with its ballot.
+    public private(set) var accepted: CASPaxosAcceptedValue?
+
+    /// The first byte of `encode()`, so that the format can change later.
+    static let formatVersion: UInt8 = 1
+    private static let promisedFlag: UInt8 = 0x01
+    private static let acceptedFlag: UInt8 = 0x02
+
+    /// The state of a key never seen.
+    public init() {}
+
+    /// Creates a state; `accepted.ballot` MUST NOT be above `promised`.
+    public init(promised: Ballot?, accepted: CASPaxosAcceptedValue?) {
+        precondition(Self.isConsistent(promised: promised, accepted: accepted),
+                     "internal inconsistency in CASPaxosAcceptorState: accepted above promised")
+        self.promised = promised
+        self.accepted = accepted
+    }
+
+    private static func isConsistent(promised: Ballot?, accepted: CASPaxosAcceptedValue?) -> Bool {
+        guard let accepted else { return true }
+        guard let promised else { return false }
+        return accepted.ballot <= promised
+    }
+
+    /// The compact encoding a shell stores durably: a format byte (1), a flags byte
+    /// (bit 0 promised, bit 1 accepted), the promised ballot, then the accepted
+    /// ballot and optional value.
+    public func encode() -> [UInt8] {
+        var writer = ByteWriter(capacity: 32)
+        writer.writeUInt8(Self.formatVersion)
+        writer.writeUInt8((promised == nil ? 0 : Self.promisedFlag) | (accepted == nil ? 0 : Self.acceptedFlag))
+        promised?.encode(into: &writer)
+        if let accepted {
+            accepted.ballot.encode(into: &writer)
+            LinearizableValue.encodeOptional(accepted.value, into: &writer)
+        }
+        return writer.bytes
+    }
+
+    /// Reads what `encode()` wrote, refusing unknown formats and flags, trailing
+    /// bytes, and an accepted ballot above the promised one.
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        var reader = ByteReader(bytes)
+        let format = try reader.readUInt8()
+        guard format == Self.formatVersion else { throw DecodeError("unknown acceptor state format \(format)") }
+        let flags = try reader.readUInt8()
+        guard flags & ~(Self.promisedFlag | Self.acceptedFlag) == 0 else {
+            throw DecodeError("unknown acceptor state flags \(flags)")
+        }
+        var promised: Ballot?
+        if flags & Self.promisedFlag != 0 {
+            promised = try Ballot(from: &reader)
+        }
+        var accepted: CASPaxosAcceptedValue?
+        if flags & Self.acceptedFlag != 0 {
+            let ballot = try Ballot(from: &reader)
+            accepted = CASPaxosAcceptedValue(ballot: ballot, value: try LinearizableValue.decodeOptional(&reader))
+        }
+        try reader.expectEnd()
+        guard Self.isConsistent(promised: promised, accepted: accepted) else {
+            throw DecodeError("acceptor state has an accepted ballot above its promised ballot")
+        }
+        self.promised = promised
+        self.accepted = accepted
+    }
+}
+
+/// What an acceptor decided about one request: the state to store and the reply.
+///
+/// The shell MUST write `newState` durably (fsync) before it sends `reply`; when
+/// `newState` is nil nothing changed and the reply may go at once. A crash between
+/// the two is harmless: the request is as good as lost.
+public struct CASPaxosAcceptorDecision: Hashable, Sendable {
+    /// The key's new state, to persist before replying; nil when unchanged.
+    public var newState: CASPaxosAcceptorState?
+    /// The reply to send to the proposer once `newState` is durable.
+    public var reply: CASPaxosMessage
+
+    /// Creates a decision.
+    public init(newState: CASPaxosAcceptorState?, reply: CASPaxosMessage) {
+        self.newState = newState
+        self.reply = reply
+    }
+}
+
+/// The CASPaxos acceptor as pure functions over one key's stored state.
+///
+/// Isolation: stateless. The shell MUST serialise calls per key (the decision for
+/// one request must be persisted before the next request on that key is decided)
+/// and MUST persist a decision's new state before replying.
+public enum CASPaxosAcceptor {
+    /// Phase 1: promises `ballot` when it is strictly higher than every ballot seen,
+    /// answering with the accepted value; otherwise rejects with the highest ballot seen.
+    public static func prepare(_ key: ItemKey, ballot: Ballot, state: CASPaxosAcceptorState) -> CASPaxosAcceptorDecision {
+        if let highest = state.promised, ballot <= highest {
+            return CASPaxosAcceptorDecision(newState: nil, reply: .prepareRejected(key, ballot: ballot, highest: highest))
+        }
+        let newState = CASPaxosAcceptorState(promised: ballot, accepted: state.accepted)
+        return CASPaxosAcceptorDecision(newState: newState, reply: .promise(key, ballot: ballot, accepted: state.accepted))
+    }
+
+    /// Phase 2: accepts `value` under `ballot` unless a higher ballot was promised;
+    /// otherwise rejects with the highest ballot seen. Accepting the same ballot and
+    /// value again (a duplicated message) changes nothing and answers again.
+    public static func accept(
+        _ key: ItemKey, ballot: Ballot, value: LinearizableValue?, state: CASPaxosAcceptorState
+    ) -> CASPaxosAcceptorDecision {
+        if let highest = state.promised, ballot < highest {
+            return CASPaxosAcceptorDecision(newState: nil, reply: .acceptRejected(key, ballot: ballot, highest: highest))
+        }
+        let newState = CASPaxosAcceptorState(promised: ballot, accepted: CASPaxosAcceptedValue(ballot: ballot, value: value))
+        return CASPaxosAcceptorDecision(newState: newState == state ? nil : newState, reply: .accepted(key, ballot: ballot))
+    }
+
+    /// Decides a request message (`prepare` or `accept`) against the key's state;
+    /// nil for a message that is not a request to an acceptor.
+    public static func handle(_ message: CASPaxosMessage, state: CASPaxosAcceptorState) -> CASPaxosAcceptorDecision? {
+        switch message {
+        case .prepare(let key, let ballot):
+            prepare(key, ballot: ballot, state: state)
+        case .accept(let key, let ballot, let value):
+            accept(key, ballot: ballot, value: value, state: state)
+        case .promise, .accepted, .prepareRejected, .acceptRejected:
+            nil
+        }
+    }
+}
