@@ -50,17 +50,7 @@ run() { # name script -> one RESULT line summed over the three wrk runs
     outputs+=("$work/wrk-$i.out")
   done
   for i in "${runs[@]}"; do wait "$i"; done
-  python3 - "$1" "${outputs[@]}" <<'PY'
-import re, sys
-name, files = sys.argv[1], sys.argv[2:]
-rows = []
-for path in files:
-    text = open(path).read()
-    match = re.search(r"RESULT rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+) non2xx=(\d+)", text)
-    rows.append(tuple(float(x) for x in match.groups()))
-rps = sum(r[0] for r in rows)
-print(f"{name} RESULT rps={rps:.1f} p50_ms={max(r[1] for r in rows):.3f} p99_ms={max(r[2] for r in rows):.3f} non2xx={int(sum(r[3] for r in rows))}")
-PY
+  sum_wrk "$1" "${outputs[@]}"
 }
 
 results=()

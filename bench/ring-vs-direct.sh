@@ -59,12 +59,7 @@ wrk_run() { # name script port... -> one RESULT line summed over one wrk per por
     runs+=($!); outputs+=("$work/wrk-$i.out")
   done
   for i in "${runs[@]}"; do wait "$i"; done
-  python3 - "$name" "${outputs[@]}" <<'PY'
-import re, sys
-name, files = sys.argv[1], sys.argv[2:]
-rows = [tuple(float(x) for x in re.search(r"RESULT rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+) non2xx=(\d+)", open(p).read()).groups()) for p in files]
-print(f"{name} RESULT rps={sum(r[0] for r in rows):.1f} p50_ms={max(r[1] for r in rows):.3f} p99_ms={max(r[2] for r in rows):.3f} non2xx={int(sum(r[3] for r in rows))}")
-PY
+  sum_wrk "$name" "${outputs[@]}"
 }
 
 direct_run() { # name workload -> RESULT line from the Swift client

@@ -24,6 +24,13 @@ public struct APIError: Error, Sendable, Equatable {
         }
     }
 
+    /// A 503 that tells the client to retry after a second.
+    static func unavailable(code: String, message: String) -> APIError {
+        var retry = HTTPFields()
+        retry[.retryAfter] = "1"
+        return APIError(.serviceUnavailable, code: code, message: message, headers: retry)
+    }
+
     static func tableNotFound(_ table: String) -> APIError {
         APIError(.notFound, code: "table_not_found", message: "There is no table named '\(table)'; create it with PUT /v1/tables/\(table).")
     }

@@ -16,22 +16,13 @@ public final class ClusterKeyValueService: KeyValueService {
     public func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
         try checkReady()
         let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
-        switch await node.run(.get(item, r: r ?? table.r, n: table.n)) {
-        case .found(let object): return .found(object)
-        case .notFound(let context): return .notFound(context: context)
-        case .failed(let failure): throw Self.apiError(failure)
-        case .written: throw APIError.internalError("internal inconsistency: a read was answered as a write")
-        }
+        return try Self.readResult(await node.run(.get(item, r: r ?? table.r, n: table.n)))
     }
 
     public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
         try checkReady()
         let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
-        switch await node.run(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n)) {
-        case .written(let context): return context
-        case .failed(let failure): throw Self.apiError(failure)
-        case .found, .notFound: throw APIError.internalError("internal inconsistency: a write was answered as a read")
-        }
+        return try Self.writtenContext(await node.run(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n)))
     }
 
     public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
@@ -48,11 +39,26 @@ public final class ClusterKeyValueService: KeyValueService {
         if node.hasLeft {
             throw APIError(.serviceUnavailable, code: "unavailable", message: "No replica could take the request: this node has left the cluster; send requests to a ring server or another node.")
         }
-        var retry = HTTPFields()
-        retry[.retryAfter] = "1"
-        throw APIError(.serviceUnavailable, code: "cluster_not_formed",
-                       message: "This node has not received a ring from the ring servers yet (the cluster forms once enough nodes registered). Retry shortly.",
-                       headers: retry)
+        throw APIError.unavailable(code: "cluster_not_formed", message: "This node has not received a ring from the ring servers yet (the cluster forms once enough nodes registered). Retry shortly.")
+    }
+
+    /// What a coordinated get answered, as the HTTP API takes it.
+    static func readResult(_ result: ClientResult) throws -> ReadResult {
+        switch result {
+        case .found(let object): return .found(object)
+        case .notFound(let context): return .notFound(context: context)
+        case .failed(let failure): throw apiError(failure)
+        case .written: throw APIError.internalError("internal inconsistency: a read was answered as a write")
+        }
+    }
+
+    /// The new context of a coordinated put.
+    static func writtenContext(_ result: ClientResult) throws -> VersionVector {
+        switch result {
+        case .written(let context): return context
+        case .failed(let failure): throw apiError(failure)
+        case .found, .notFound: throw APIError.internalError("internal inconsistency: a write was answered as a read")
+        }
     }
 
     static func apiError(_ failure: ClientFailure) -> APIError {

@@ -115,16 +115,12 @@ struct AdminAPI: Sendable {
             case .failure(let failure): throw RingServerTables.apiError(failure)
             }
         default:
-            throw APIError(.notFound, code: "route_not_found", message: "No admin route \(request.uri.path); see GET /v1/admin/status.")
+            throw APIError.routeNotFound(request.uri.path)
         }
     }
 
     private func expect(_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method], _ request: Request) throws(APIError) {
-        guard allowed.contains(method) else {
-            var headers = HTTPFields()
-            headers[.allow] = allowed.map(\.rawValue).joined(separator: ", ")
-            throw APIError(.methodNotAllowed, code: "method_not_allowed", message: "\(method.rawValue) is not allowed on \(request.uri.path).", headers: headers)
-        }
+        guard allowed.contains(method) else { throw APIError.methodNotAllowed(method, path: request.uri.path, allowed: allowed) }
     }
 
     // MARK: JSON

@@ -20,22 +20,13 @@ final class RoutingKeyValueService: KeyValueService {
     func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
         let routing = server.routing
         let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
-        switch try await coordinate(.get(item, r: r ?? table.r, n: table.n), routing: routing) {
-        case .found(let object): return .found(object)
-        case .notFound(let context): return .notFound(context: context)
-        case .failed(let failure): throw ClusterKeyValueService.apiError(failure)
-        case .written: throw APIError.internalError("internal inconsistency: a read was answered as a write")
-        }
+        return try ClusterKeyValueService.readResult(await coordinate(.get(item, r: r ?? table.r, n: table.n), routing: routing))
     }
 
     func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
         let routing = server.routing
         let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
-        switch try await coordinate(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n), routing: routing) {
-        case .written(let context): return context
-        case .failed(let failure): throw ClusterKeyValueService.apiError(failure)
-        case .found, .notFound: throw APIError.internalError("internal inconsistency: a write was answered as a read")
-        }
+        return try ClusterKeyValueService.writtenContext(await coordinate(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n), routing: routing))
     }
 
     func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
@@ -69,27 +60,15 @@ final class RoutingKeyValueService: KeyValueService {
                 case .connectionFailed, .overloaded:
                     reasons.append("\(node): \(error)")  // never sent: the next node may take it
                 case .timedOut, .connectionClosed, .shutdown, .remote, .malformedFrame, .frameTooLarge:
-                    var retry = HTTPFields()
-                    retry[.retryAfter] = "1"
-                    throw APIError(.serviceUnavailable, code: "coordinator_unavailable",
-                                   message: "Coordinator \(node) did not answer in time (\(error)); the request may or may not have taken effect. Retry.",
-                                   headers: retry)
+                    throw APIError.unavailable(code: "coordinator_unavailable", message: "Coordinator \(node) did not answer in time (\(error)); the request may or may not have taken effect. Retry.")
                 }
             }
         }
-        var retry = HTTPFields()
-        retry[.retryAfter] = "1"
-        throw APIError(.serviceUnavailable, code: "no_coordinator",
-                       message: "No node of the key's preference list could be reached (\(reasons.joined(separator: "; "))). Retry.",
-                       headers: retry)
+        throw APIError.unavailable(code: "no_coordinator", message: "No node of the key's preference list could be reached (\(reasons.joined(separator: "; "))). Retry.")
     }
 
     static var notFormed: APIError {
-        var retry = HTTPFields()
-        retry[.retryAfter] = "1"
-        return APIError(.serviceUnavailable, code: "cluster_not_formed",
-                        message: "The cluster has not formed yet: not enough nodes have registered with the ring servers. Retry shortly.",
-                        headers: retry)
+        return APIError.unavailable(code: "cluster_not_formed", message: "The cluster has not formed yet: not enough nodes have registered with the ring servers. Retry shortly.")
     }
 }
 
@@ -147,25 +126,28 @@ final class RingServerTables: TableDirectory {
     }
 
     static var noPrimary: APIError {
-        var retry = HTTPFields()
-        retry[.retryAfter] = "1"
-        return APIError(.serviceUnavailable, code: "no_primary", message: "Neither ring server is primary at the moment (a failover may be under way); retry shortly.", headers: retry)
+        return APIError.unavailable(code: "no_primary", message: "Neither ring server is primary at the moment (a failover may be under way); retry shortly.")
     }
 
     static func apiError(_ failure: ChangeFailure) -> APIError {
-        var retry = HTTPFields()
-        retry[.retryAfter] = "1"
         switch failure {
         case .notPrimary: return noPrimary
         case .queueFull(let limit):
-            return APIError(.serviceUnavailable, code: "busy", message: "\(limit) cluster changes are already waiting; retry shortly.", headers: retry)
+            return APIError.unavailable(code: "busy", message: "\(limit) cluster changes are already waiting; retry shortly.")
         case .timedOut(let after):
-            return APIError(.serviceUnavailable, code: "change_timed_out", message: "The change waited \(after) without being offered to the nodes; it was not applied. Retry.", headers: retry)
+            return APIError.unavailable(code: "change_timed_out", message: "The change waited \(after) without being offered to the nodes; it was not applied. Retry.")
         case .outcomeUnknown(let reason):
-            return APIError(.serviceUnavailable, code: "change_outcome_unknown", message: "The change was offered to the nodes but not confirmed by a majority (\(reason)); read the tables to see whether it took effect.", headers: retry)
+            return APIError.unavailable(code: "change_outcome_unknown", message: "The change was offered to the nodes but not confirmed by a majority (\(reason)); read the tables to see whether it took effect.")
         case .invalid(let reason):
             return APIError(.conflict, code: "invalid_change", message: reason)
         }
+    }
+}
+
+extension MemberInfo {
+    /// `"id":…,"rpc":"host:port","http":"host:port"`, as `/v1/cluster` and `/v1/cluster/ring` list members.
+    var addressFieldsJSON: String {
+        "\"id\":\(JSONText.quote(id.rawValue)),\"rpc\":\(JSONText.quote("\(rpcHost):\(rpcPort)")),\"http\":\(JSONText.quote("\(httpHost):\(httpPort)"))"
     }
 }
 
@@ -197,21 +179,16 @@ struct RingServerView: ClusterView {
         let routing = server.routing
         let configuration = routing.configuration
         let members = configuration.members.sorted { $0.id < $1.id }.map { member in
-            "{\"id\":\(JSONText.quote(member.id.rawValue)),\"rpc\":\(JSONText.quote("\(member.rpcHost):\(member.rpcPort)")),\"http\":\(JSONText.quote("\(member.httpHost):\(member.httpPort)")),\"status\":\"\(member.status.label)\",\"reachable\":\(routing.available.contains(member.id))}"
+            "{\(member.addressFieldsJSON),\"status\":\"\(member.status.label)\",\"reachable\":\(routing.available.contains(member.id))}"
         }.joined(separator: ",")
-        let role = switch routing.role {
-        case .primary: "primary"
-        case .secondary: "secondary"
-        case .candidate: "candidate"
-        }
-        return "{\"mode\":\"ring\",\"ring_server\":\(JSONText.quote(server.options.id)),\"role\":\"\(role)\",\"term\":\(routing.term),\"primary\":\(JSONText.quote(configuration.primary)),\"configuration\":{\"term\":\(configuration.term),\"epoch\":\(configuration.epoch)},\"partitions\":\(routing.partitioning.partitionCount),\"ring_epoch\":\(configuration.ring?.epoch ?? 0),\"members\":[\(members)]}"
+        return "{\"mode\":\"ring\",\"ring_server\":\(JSONText.quote(server.options.id)),\"role\":\"\(routing.role.label)\",\"term\":\(routing.term),\"primary\":\(JSONText.quote(configuration.primary)),\"configuration\":{\"term\":\(configuration.term),\"epoch\":\(configuration.epoch)},\"partitions\":\(routing.partitioning.partitionCount),\"ring_epoch\":\(configuration.ring?.epoch ?? 0),\"members\":[\(members)]}"
     }
 
     func ringJSON() -> String {
         let configuration = server.routing.configuration
         let owners = (configuration.ring?.owners ?? []).map { JSONText.quote($0.rawValue) }.joined(separator: ",")
         let members = configuration.members.sorted { $0.id < $1.id }.map { member in
-            "{\"id\":\(JSONText.quote(member.id.rawValue)),\"rpc\":\(JSONText.quote("\(member.rpcHost):\(member.rpcPort)")),\"http\":\(JSONText.quote("\(member.httpHost):\(member.httpPort)"))}"
+            "{\(member.addressFieldsJSON)}"
         }.joined(separator: ",")
         return "{\"partitions\":\(server.partitioning.partitionCount),\"epoch\":\(configuration.ring?.epoch ?? 0),\"owners\":[\(owners)],\"members\":[\(members)]}"
     }

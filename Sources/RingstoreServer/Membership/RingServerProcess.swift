@@ -53,8 +53,7 @@ public enum RingServerProcess {
         ) {
             let routing = server.routing
             let uptime = (ContinuousClock.now - started).components.seconds
-            let role = routing.role == .primary ? "primary" : routing.role == .secondary ? "secondary" : "candidate"
-            return "{\"status\":\"ok\",\"role\":\"ring\",\"ring_server\":\(JSONText.quote(options.id)),\"ring_role\":\"\(role)\",\"term\":\(routing.term),\"formed\":\(routing.configuration.ring != nil),\"uptime_seconds\":\(uptime)}"
+            return "{\"status\":\"ok\",\"role\":\"ring\",\"ring_server\":\(JSONText.quote(options.id)),\"ring_role\":\"\(routing.role.label)\",\"term\":\(routing.term),\"formed\":\(routing.configuration.ring != nil),\"uptime_seconds\":\(uptime)}"
         }
         let app = Application(
             responder: RingServerResponder(api: api, admin: AdminAPI(server: server, token: listeners.adminToken)),
