@@ -120,9 +120,31 @@ public enum StorageKeyCodec: Sendable {
         return combined
     }
 
+    /// The first byte of the storage key under which an acceptor of a linearizable
+    /// table keeps a key's CASPaxos state; no table name starts with it.
+    public static let acceptorMarker: UInt8 = 0x01
+
+    /// The storage key of a linearizable key's acceptor state: the marker, then what
+    /// `encode` gives. It sorts apart from every table's own keys and lives in the
+    /// key's partition, so it moves and is dropped with the partition.
+    public static func encodeAcceptor(table: String, key: [UInt8]) -> [UInt8] {
+        [acceptorMarker] + encode(table: table, key: key)
+    }
+
+    /// The table and key of an acceptor state's storage key; nil for any other key.
+    public static func decodeAcceptor(_ bytes: [UInt8]) -> (table: String, key: [UInt8])? {
+        guard bytes.first == acceptorMarker else { return nil }
+        return decode(Array(bytes.dropFirst()), allowingMarker: true)
+    }
+
     /// Splits a storage key into its table name and key, or returns nil when it has
-    /// no separator or the table part is not UTF-8.
+    /// no separator, the table part is not UTF-8, or it is an acceptor state's key.
     public static func decode(_ bytes: [UInt8]) -> (table: String, key: [UInt8])? {
+        decode(bytes, allowingMarker: false)
+    }
+
+    private static func decode(_ bytes: [UInt8], allowingMarker: Bool) -> (table: String, key: [UInt8])? {
+        guard allowingMarker || bytes.first != acceptorMarker else { return nil }
         guard let separator = bytes.firstIndex(of: 0x00) else { return nil }
         let tableBytes = Array(bytes[..<separator])
         guard UTF8.isValid(tableBytes) else { return nil }

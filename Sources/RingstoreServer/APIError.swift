@@ -8,12 +8,15 @@ public struct APIError: Error, Sendable, Equatable {
     public var code: String
     public var message: String
     public var headers: HTTPFields
+    /// More members of the body's object, already JSON (`,"value":3`); empty for none.
+    public var extraJSON: String
 
-    public init(_ status: HTTPResponse.Status, code: String, message: String, headers: HTTPFields = [:]) {
+    public init(_ status: HTTPResponse.Status, code: String, message: String, headers: HTTPFields = [:], extraJSON: String = "") {
         self.status = status
         self.code = code
         self.message = message
         self.headers = headers
+        self.extraJSON = extraJSON
     }
 
     /// The input error as a 400 (or 413 for sizes).
@@ -64,7 +67,7 @@ public struct APIError: Error, Sendable, Equatable {
 
     /// The JSON body, built without an encoder: it is two strings.
     var body: String {
-        "{\"error\":\(JSONText.quote(code)),\"message\":\(JSONText.quote(message))}"
+        "{\"error\":\(JSONText.quote(code)),\"message\":\(JSONText.quote(message))\(extraJSON)}"
     }
 }
 

@@ -29,6 +29,8 @@ public struct NodeHTTPAPI: HTTPResponder {
 
     let catalog: any TableDirectory
     let service: any KeyValueService
+    /// Serves the keys of linearizable tables.
+    let linearizable: any LinearizableService
     let cluster: any ClusterView
     /// Told of every table created or dropped here, so that a cluster can spread it.
     let tablesChanged: @Sendable (TableChange) async -> Void
@@ -39,13 +41,15 @@ public struct NodeHTTPAPI: HTTPResponder {
     let metrics = HTTPMetrics()
 
     public init(
-        catalog: any TableDirectory, service: any KeyValueService, cluster: any ClusterView, maxValueBytes: Int,
+        catalog: any TableDirectory, service: any KeyValueService, linearizable: any LinearizableService,
+        cluster: any ClusterView, maxValueBytes: Int,
         registry: PrometheusCollectorRegistry?, logger: Logger,
         tablesChanged: @escaping @Sendable (TableChange) async -> Void = { _ in },
         health: @escaping @Sendable () -> String
     ) {
         self.catalog = catalog
         self.service = service
+        self.linearizable = linearizable
         self.cluster = cluster
         self.tablesChanged = tablesChanged
         self.maxValueBytes = maxValueBytes
@@ -110,19 +114,23 @@ public struct NodeHTTPAPI: HTTPResponder {
                 route = "/v1/cluster/locate/{table}/{key}"
                 try allow([.get], request)
                 let table = try lookUpTable(String(rest.dropFirst(2).first!))
-                let key: [UInt8]
-                do {
-                    key = try Validation.percentDecode(rest.dropFirst(3).joined(separator: "/"))
-                    try Validation.checkKey(key)
-                } catch {
-                    throw APIError(error)
-                }
+                let key = try Self.decodeKey(rest.dropFirst(3).joined(separator: "/"))
                 return Self.jsonResponse(.ok, cluster.locateJSON(table: table, key: key))
             case "kv" where rest.count >= 2:
                 route = "/v1/kv/{table}/{key}"
-                try allow([.get, .head, .put, .delete], request)
+                try allow([.get, .head, .put, .delete, .post], request)
                 let table = try lookUpTable(String(rest.dropFirst().first!))
+                if request.method == .post {
+                    // The last segment names the operation; the key is what lies between.
+                    route = "/v1/kv/{table}/{key}/{operation}"
+                    guard table.consistency == .linearizable else { throw APIError.notLinearizable(table.name) }
+                    let rawKey = rest.count >= 4 ? rest.dropFirst(2).dropLast().joined(separator: "/") : ""
+                    return try await linearizableOperation(request, table: table, rawKey: rawKey, operation: String(rest.last!))
+                }
                 let rawKey = rest.count >= 3 ? rest.dropFirst(2).joined(separator: "/") : ""
+                if table.consistency == .linearizable {
+                    return try await linearizableKeyValue(request, table: table, rawKey: rawKey)
+                }
                 return try await keyValue(request, table: table, rawKey: rawKey)
             default:
                 throw APIError.routeNotFound(path)
@@ -149,14 +157,18 @@ public struct NodeHTTPAPI: HTTPResponder {
 
     // MARK: Key-value routes
 
-    private func keyValue(_ request: Request, table: TableDefinition, rawKey: String) async throws -> Response {
-        let key: [UInt8]
+    static func decodeKey(_ rawKey: String) throws(APIError) -> [UInt8] {
         do {
-            key = try Validation.percentDecode(rawKey)
+            let key = try Validation.percentDecode(rawKey)
             try Validation.checkKey(key)
+            return key
         } catch {
             throw APIError(error)
         }
+    }
+
+    private func keyValue(_ request: Request, table: TableDefinition, rawKey: String) async throws -> Response {
+        let key = try Self.decodeKey(rawKey)
         let context = try Self.context(from: request)
         switch request.method {
         case .get:
@@ -204,7 +216,7 @@ public struct NodeHTTPAPI: HTTPResponder {
     }
 
     /// Collects a PUT body, refusing it as soon as it passes the node's value limit.
-    private func collectValue(_ request: inout Request) async throws -> [UInt8] {
+    func collectValue(_ request: inout Request) async throws -> [UInt8] {
         if let length = request.headers[.contentLength].flatMap(Int.init), length > maxValueBytes {
             throw APIError(InputError.valueTooLarge(bytes: length, max: maxValueBytes))
         }

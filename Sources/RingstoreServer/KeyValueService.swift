@@ -94,11 +94,14 @@ public final class LocalKeyValueService: KeyValueService {
 }
 
 extension StorageEngine {
-    /// Deletes every key this engine holds for `table` (a dropped table).
+    /// Deletes every key this engine holds for `table` (a dropped table), with the
+    /// acceptor states of a linearizable table's keys.
     func removeAllKeys(ofTable table: String) async throws {
         for (partition, _) in keyCountsByPartition() {
             for storageKey in keys(in: partition) {
-                guard let decoded = StorageKeyCodec.decode(storageKey), decoded.table == table else { continue }
+                guard let decoded = StorageKeyCodec.decode(storageKey) ?? StorageKeyCodec.decodeAcceptor(storageKey),
+                      decoded.table == table
+                else { continue }
                 try await delete(partition: partition, key: storageKey)
             }
         }

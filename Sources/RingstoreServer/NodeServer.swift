@@ -2,6 +2,7 @@ import Foundation
 import Hummingbird
 public import Logging
 import NIOCore
+import NIOPosix
 import RingstoreRPC
 public import Prometheus
 public import RingstoreCore
@@ -149,8 +150,11 @@ public enum NodeServer {
         let catalog = try await TableCatalog(storage: storage, partitioning: partitioning, clusterSize: 1)
         let service = LocalKeyValueService(storage: storage, partitioning: partitioning, actor: identity.actorID, logger: logger)
         let started = ContinuousClock.now
+        let linearizable = LinearizableEngine(
+            network: LocalCASPaxosNetwork(loop: MultiThreadedEventLoopGroup.singleton.next()), acceptors: AcceptorStore(storage: storage), logger: logger)
         let api = NodeHTTPAPI(
-            catalog: catalog, service: service, cluster: SingleNodeView(partitioning: partitioning, actor: identity.actor),
+            catalog: catalog, service: service, linearizable: NodeLinearizableService(engine: linearizable, partitioning: partitioning),
+            cluster: SingleNodeView(partitioning: partitioning, actor: identity.actor),
             maxValueBytes: configuration.maxValueBytes, registry: registry, logger: logger
         ) {
             let uptime = (ContinuousClock.now - started).components.seconds

@@ -8,7 +8,7 @@ import Synchronization
 public enum Consistency: String, Codable, Sendable {
     /// Dynamo: always writable, concurrent writes kept as siblings.
     case eventual
-    /// Per-key compare-and-set (not yet served by this version).
+    /// Per-key compare-and-set with CASPaxos: every operation sees the latest value.
     case linearizable
 }
 
@@ -186,14 +186,17 @@ public final class TableCatalog: TableDirectory {
             throw APIError(.badRequest, code: "invalid_table", message: "n=\(n) is not possible: this cluster has \(clusterSize) node(s), so n is 1 to \(min(Limits.replicasMax, clusterSize)).")
         }
         let majority = n / 2 + 1
+        let consistency = request.consistency ?? .eventual
+        if consistency == .linearizable {
+            guard request.r == nil, request.w == nil else {
+                throw APIError(.badRequest, code: "invalid_table", message: "r and w do not apply to a linearizable table: every operation uses a majority of its n replicas (here \(majority) of \(n)).")
+            }
+            return TableDefinition(name: name, n: n, r: majority, w: majority, consistency: .linearizable)
+        }
         let r = request.r ?? min(defaults.r, majority)
         let w = request.w ?? min(defaults.w, majority)
         guard (1...n).contains(r), (1...n).contains(w) else {
             throw APIError(.badRequest, code: "invalid_table", message: "r=\(r), w=\(w) must each be 1 to n=\(n).")
-        }
-        let consistency = request.consistency ?? .eventual
-        guard consistency == .eventual else {
-            throw APIError(.badRequest, code: "unsupported_consistency", message: "This version serves eventual tables only; linearizable tables are not available yet.")
         }
         return TableDefinition(name: name, n: n, r: r, w: w, consistency: consistency)
     }

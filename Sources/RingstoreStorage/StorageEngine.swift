@@ -351,11 +351,13 @@ public final class StorageEngine: Sendable {
     /// Calls `done` once the writes behind `ticket` meet the durability policy (nil)
     /// or can never meet it (the error). For callers on an event loop that must not
     /// suspend: `done` runs on the syncer thread, or at once on the caller's.
-    public func whenDurable(_ ticket: DurabilityTicket, _ done: @escaping @Sendable (StorageError?) -> Void) {
+    /// With `force`, waits for an fsync whatever the policy (state that must never be
+    /// forgotten, such as a CASPaxos acceptor's promises).
+    public func whenDurable(_ ticket: DurabilityTicket, force: Bool = false, _ done: @escaping @Sendable (StorageError?) -> Void) {
         switch options.durability {
-        case .never, .interval:
+        case .never, .interval where !force:
             done(nil)
-        case .always:
+        case .always, .interval, .never:
             guard ticket.sequence > 0 else { return done(nil) }
             register(.callback(done), for: ticket.sequence)
         }

@@ -112,7 +112,7 @@ struct HTTPAPITests {
         try await node.app.test(.router) { client in
             #expect(try await client.execute(uri: "/v1/tables/seats", method: .put, body: body("{}")).status == .created)
             #expect(try await client.execute(uri: "/v1/tables/seats", method: .put, body: body("{}")).status == .ok)
-            #expect(try await client.execute(uri: "/v1/tables/seats", method: .put, body: body("{\"consistency\":\"linearizable\"}")).status == .badRequest)
+            #expect(try await client.execute(uri: "/v1/tables/seats", method: .put, body: body("{\"consistency\":\"linearizable\"}")).status == .conflict)
             _ = try await client.execute(uri: "/v1/kv/seats/s1", method: .put, body: body("v"))
             let list = String(buffer: try await client.execute(uri: "/v1/tables", method: .get).body)
             #expect(list.contains("\"seats\"") && list.contains("\"default\""))
@@ -138,7 +138,7 @@ struct HTTPAPITests {
         ("/v1/kv/default/a%4", .put, [:], "v", 400, "malformed_percent_encoding"),
         ("/v1/kv/default/%FF%FE", .put, [:], "v", 400, "key_not_utf8"),
         ("/v1/kv/Bad.Name/k", .put, [:], "v", 400, "invalid_table_name"),
-        ("/v1/kv/default/alpha", .post, [:], "v", 405, "method_not_allowed"),
+        ("/v1/kv/default/alpha/add?delta=1", .post, [:], nil, 400, "not_linearizable"),
         ("/v1/kv/default/alpha", .patch, [:], "v", 405, "method_not_allowed"),
         ("/v1/tables", .post, [:], "{}", 405, "method_not_allowed"),
         ("/v1/kv/default/alpha", .put, [contextHeader: "not base64!"], "v", 400, "invalid_context"),

@@ -19,6 +19,9 @@ public struct ItemKey: Hashable, Sendable, CustomStringConvertible {
         self.storageKey = StorageKeyCodec.encode(table: table, key: key)
     }
 
+    /// Where an acceptor of a linearizable table keeps this key's CASPaxos state.
+    public var acceptorStorageKey: [UInt8] { StorageKeyCodec.encodeAcceptor(table: table, key: key) }
+
     public var description: String { "\(table)/\(String(decoding: key, as: UTF8.self))" }
 
     func encode(into writer: inout ByteWriter) {

@@ -88,6 +88,26 @@ public struct CASPaxosAcceptorState: Hashable, Sendable {
     }
 }
 
+extension CASPaxosAcceptorState {
+    /// The state of an acceptor that has seen everything this one and `other` have:
+    /// the higher promise and the accepted value with the higher ballot. A node that
+    /// becomes a replica of a partition merges the states of a majority of the
+    /// previous replicas into its own, so that it knows every chosen value.
+    public func merged(with other: CASPaxosAcceptorState) -> CASPaxosAcceptorState {
+        let promised = [self.promised, other.promised].compactMap { $0 }.max()
+        let accepted: CASPaxosAcceptedValue?
+        switch (self.accepted, other.accepted) {
+        case (let mine?, let theirs?): accepted = theirs.ballot > mine.ballot ? theirs : mine
+        case (let mine, let theirs): accepted = mine ?? theirs
+        }
+        return CASPaxosAcceptorState(promised: promised, accepted: accepted)
+    }
+
+    /// The value a read at this acceptor alone would find (for diagnostics, never for
+    /// answering clients: it may not be chosen).
+    public var acceptedValue: LinearizableValue? { accepted?.value }
+}
+
 /// What an acceptor decided about one request: the state to store and the reply.
 ///
 /// The shell MUST write `newState` durably (fsync) before it sends `reply`; when

@@ -145,7 +145,7 @@ public struct CASPaxosProposer: Sendable {
             rejected.insert(node)
             highest = Swift.max(highest ?? seen, seen)
             state = .preparing(promises: promises, firstPromise: first, rejected: rejected, highest: highest)
-            return finishIfHopeless(rejected: rejected, highest: highest, outcomeUnknown: false)
+            return finishIfHopeless(rejected: rejected, highest: highest, have: promises.count, outcomeUnknown: false)
         case (.accepting(let proposed, let answer, let changes, var accepted, let rejected, let highest), .accepted):
             guard !accepted.contains(node), !rejected.contains(node) else { return [] }
             accepted.insert(node)
@@ -161,9 +161,32 @@ public struct CASPaxosProposer: Sendable {
             rejected.insert(node)
             highest = Swift.max(highest ?? seen, seen)
             state = .accepting(proposed: proposed, answer: answer, changes: changes, accepted: accepted, rejected: rejected, highest: highest)
-            return finishIfHopeless(rejected: rejected, highest: highest, outcomeUnknown: changes)
+            return finishIfHopeless(rejected: rejected, highest: highest, have: accepted.count, outcomeUnknown: changes)
         case (.idle, _), (.finished, _), (.preparing, _), (.accepting, _):
             return []
+        }
+    }
+
+    /// An acceptor will not answer this attempt: its request could not be sent, or it
+    /// refused to take part (it does not place the key as this proposer does). Once too
+    /// few acceptors are left for a majority, the operation ends at once instead of
+    /// waiting for the timer: with a conflict if an acceptor had seen a higher ballot,
+    /// otherwise as unavailable.
+    public mutating func noAnswer(from node: NodeID) -> [CASPaxosProposerDirective] {
+        guard replicas.contains(node) else { return [] }
+        switch state {
+        case .idle, .finished:
+            return []
+        case .preparing(let promises, let first, var rejected, let highest):
+            guard promises[node] == nil, !rejected.contains(node) else { return [] }
+            rejected.insert(node)
+            state = .preparing(promises: promises, firstPromise: first, rejected: rejected, highest: highest)
+            return finishIfHopeless(rejected: rejected, highest: highest, have: promises.count, outcomeUnknown: false)
+        case .accepting(let proposed, let answer, let changes, let accepted, var rejected, let highest):
+            guard !accepted.contains(node), !rejected.contains(node) else { return [] }
+            rejected.insert(node)
+            state = .accepting(proposed: proposed, answer: answer, changes: changes, accepted: accepted, rejected: rejected, highest: highest)
+            return finishIfHopeless(rejected: rejected, highest: highest, have: accepted.count, outcomeUnknown: changes)
         }
     }
 
@@ -219,11 +242,15 @@ public struct CASPaxosProposer: Sendable {
         return best
     }
 
-    /// Ends the operation with a conflict once too many replicas rejected for a
-    /// majority to remain possible.
-    private mutating func finishIfHopeless(rejected: Set<NodeID>, highest: Ballot?, outcomeUnknown: Bool) -> [CASPaxosProposerDirective] {
-        guard replicas.count - rejected.count < quorum, let highest else { return [] }
+    /// Ends the operation once too many replicas rejected or will not answer for a
+    /// majority to remain possible: a conflict when one of them had seen a higher
+    /// ballot, otherwise unavailable with `have` answers.
+    private mutating func finishIfHopeless(rejected: Set<NodeID>, highest: Ballot?, have: Int, outcomeUnknown: Bool) -> [CASPaxosProposerDirective] {
+        guard replicas.count - rejected.count < quorum else { return [] }
         state = .finished
-        return [.reply(.conflict(higherBallot: highest, outcomeUnknown: outcomeUnknown))]
+        if let highest {
+            return [.reply(.conflict(higherBallot: highest, outcomeUnknown: outcomeUnknown))]
+        }
+        return [.reply(.unavailable(have: have, need: quorum, outcomeUnknown: outcomeUnknown))]
     }
 }

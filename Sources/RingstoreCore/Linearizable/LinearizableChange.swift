@@ -5,6 +5,8 @@ public enum LinearizablePrecondition: Hashable, Sendable {
     case none
     /// The key exists (not deleted) and its version is this one (`If-Match`).
     case ifMatch(version: UInt64)
+    /// The key exists, whatever its version (`If-Match: *`).
+    case ifExists
     /// The key does not exist or was deleted (`If-None-Match: *`).
     case ifNoneMatch
 
@@ -13,6 +15,7 @@ public enum LinearizablePrecondition: Hashable, Sendable {
         switch self {
         case .none: true
         case .ifMatch(let version): current.map { $0.exists && $0.version == version } ?? false
+        case .ifExists: current?.exists ?? false
         case .ifNoneMatch: !(current?.exists ?? false)
         }
     }

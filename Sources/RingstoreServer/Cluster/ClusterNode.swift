@@ -47,6 +47,8 @@ public final class ClusterNode: Sendable {
     let engine: Mutex<NodeEngine>
     let storage: StorageEngine
     let hintStorage: StorageEngine
+    /// The CASPaxos acceptors of the linearizable keys this node holds, in `storage`.
+    let acceptors: AcceptorStore
     /// Connections to the other members, by id; replaced when membership changes.
     private let peerClients: Mutex<[NodeID: RPCClient]>
     private let peerAddresses: Mutex<[PeerAddress]>
@@ -74,6 +76,7 @@ public final class ClusterNode: Sendable {
         self.partitioning = ring.partitioning
         self.storage = storage
         self.hintStorage = hintStorage
+        self.acceptors = AcceptorStore(storage: storage)
         let engineLoop = group.next()
         self.engineLoop = engineLoop
         self.settings = settings

@@ -63,15 +63,17 @@ struct ClusterParts: Sendable {
                 restored: restored, statePath: membershipPath, heartbeatInterval: .milliseconds(250),
                 primaryLossTimeout: .milliseconds(1500), logger: logger)
         }
+        let linearizable = LinearizableEngine(network: ClusterCASPaxosNetwork(node: node), acceptors: node.acceptors, logger: logger)
         let rpcServer = RPCServer(
             host: configuration.rpcHost, port: configuration.rpcPort,
-            handler: PeerRPCHandler(node: node, catalog: catalog, service: service, logger: logger, membership: membership),
+            handler: PeerRPCHandler(node: node, catalog: catalog, service: service, linearizable: linearizable, logger: logger, membership: membership),
             group: node.engineLoop, logger: logger)
         let started = ContinuousClock.now
         let tables: any TableDirectory = membership.map { JoinedTableDirectory(catalog: catalog, agent: $0) } ?? catalog
         let joined = membership != nil
         let api = NodeHTTPAPI(
-            catalog: tables, service: service, cluster: ClusterNodeView(node: node),
+            catalog: tables, service: service, linearizable: NodeLinearizableService(engine: linearizable, partitioning: partitioning),
+            cluster: ClusterNodeView(node: node),
             maxValueBytes: configuration.maxValueBytes, registry: registry, logger: logger,
             tablesChanged: { change in
                 // Ring servers spread table changes themselves.

@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import RingstoreRPC
 import RingstoreCore
+import Synchronization
 
 /// Message types of the catalogue, which travel beside the data path's.
 enum CatalogMessage {
@@ -19,6 +20,7 @@ struct PeerRPCHandler: RPCHandler {
     let node: ClusterNode
     let catalog: TableCatalog
     let service: ClusterKeyValueService
+    let linearizable: LinearizableEngine
     let logger: Logger
     /// Set when the node belongs to a ring-server cluster: answers the ring servers' messages.
     let membership: MembershipAgent?
@@ -30,8 +32,12 @@ struct PeerRPCHandler: RPCHandler {
             }
             return membership.receive(request)
         }
-        if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop || request.messageType == PartitionPages.request {
+        if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop
+            || request.messageType == PartitionPages.request || request.messageType == LinearizableRequest.type {
             return .detach
+        }
+        if CASPaxosMessage.typeRange.contains(request.messageType) {
+            return acceptorRequest(request, context: context)
         }
         let decoded: PeerRequest
         do {
@@ -46,11 +52,42 @@ struct PeerRPCHandler: RPCHandler {
         return .later(node.receive(decoded, eventLoop: context.eventLoop))
     }
 
+    /// A proposer's prepare or accept, answered on the connection's event loop once
+    /// the acceptor's decision is durable; an acceptor that cannot store its state
+    /// fails the call, which the proposer counts as no answer.
+    private func acceptorRequest(_ request: RPCMessage, context: RPCRequestContext) -> RPCDispatch {
+        let decoded: CASPaxosRequest
+        do {
+            decoded = try CASPaxosRequest.decode(type: request.messageType, body: Array(request.body.readableBytesView))
+        } catch {
+            return .fail(RPCRemoteError(code: 1, message: "undecodable CASPaxos request: \(error.reason)"))
+        }
+        let promise = context.eventLoop.makePromise(of: RPCMessage.self)
+        linearizable.handle(decoded) { reply in
+            guard let reply else {
+                return promise.fail(RPCRemoteError(code: 2, message: "the acceptor could not store its state"))
+            }
+            let (type, body) = reply.encode()
+            promise.succeed(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)))
+        }
+        return .later(promise.futureResult)
+    }
+
     func handle(_ request: RPCMessage, context: RPCRequestContext) async throws -> RPCMessage {
         switch request.messageType {
+        case LinearizableRequest.type:
+            let decoded: LinearizableRequest
+            do {
+                decoded = try LinearizableRequest(decoding: Array(request.body.readableBytesView))
+            } catch {
+                throw RPCRemoteError(code: 1, message: "undecodable linearizable request: \(error.reason)")
+            }
+            let answer = await linearizable.run(decoded)
+            return RPCMessage(messageType: LinearizableRequest.replyType, body: ByteBuffer(bytes: answer.encode()))
         case PartitionPages.request:
             do {
-                return try PartitionPages.answer(request, storage: node.storage, partitioning: node.partitioning)
+                let pendingEpoch = node.engine.withLock { $0.pendingRing?.epoch }
+                return try PartitionPages.answer(request, storage: node.storage, partitioning: node.partitioning, pendingEpoch: pendingEpoch)
             } catch let error as DecodeError {
                 throw RPCRemoteError(code: 1, message: "undecodable partition page request: \(error.reason)")
             }

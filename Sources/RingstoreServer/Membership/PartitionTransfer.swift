@@ -16,28 +16,38 @@ import Synchronization
 /// (`NodeEngine.pendingReplicas`), so nothing written during the transfer is missed.
 /// A transfer interrupted by a crash starts that partition again after the restart.
 enum PartitionPages {
-    /// Request: varint partition, bytes cursor (the last key received; empty from the start), varint byte budget.
+    /// Request: varint partition, bytes cursor (the last key received; empty from the
+    /// start), varint byte budget, varint epoch of the pending ring the transfer is for.
     static let request: UInt16 = 52
     /// Reply: varint count, count × (bytes key, bytes value), then 1 if the partition is exhausted.
     static let reply: UInt16 = 152
     static let pageBytesMax = 512 << 10
 
-    static func encodeRequest(partition: PartitionID, after cursor: [UInt8], budget: Int) -> RPCMessage {
+    static func encodeRequest(partition: PartitionID, after cursor: [UInt8], budget: Int, pendingEpoch: UInt64) -> RPCMessage {
         var writer = ByteWriter(capacity: 32 + cursor.count)
         writer.writeVarint(UInt64(partition.rawValue))
         writer.writeBytes(cursor)
         writer.writeVarint(UInt64(budget))
+        writer.writeVarint(pendingEpoch)
         return RPCMessage(messageType: request, body: ByteBuffer(bytes: writer.bytes))
     }
 
-    /// Answers a page request from `storage`.
-    static func answer(_ message: RPCMessage, storage: StorageEngine, partitioning: Partitioning) throws -> RPCMessage {
+    /// Answers a page request from `storage`, once this node knows the pending ring
+    /// the request is for. From then on the node's acceptors refuse every CASPaxos
+    /// request on the partition's moving keys, so the acceptor states it sends are
+    /// final: no value can be chosen among the old replicas after the receiver has
+    /// read a majority of them (decision 0009).
+    static func answer(_ message: RPCMessage, storage: StorageEngine, partitioning: Partitioning, pendingEpoch: UInt64?) throws -> RPCMessage {
         var reader = ByteReader(Array(message.body.readableBytesView))
         let raw = try reader.readVarint()
         guard raw < UInt64(partitioning.partitionCount) else { throw DecodeError("partition \(raw) is outside the ring") }
         let cursor = try reader.readBytes()
         let budget = min(Int(clamping: try reader.readVarint()), pageBytesMax)
+        let wanted = try reader.readVarint()
         try reader.expectEnd()
+        guard pendingEpoch == wanted else {
+            throw RPCRemoteError(code: 3, message: "this node does not hold the pending ring of epoch \(wanted) yet (it holds \(pendingEpoch.map(String.init) ?? "none")); retry")
+        }
         let partition = PartitionID(rawValue: UInt32(raw))
         let keys = storage.keys(in: partition)
         var start = 0
@@ -152,10 +162,11 @@ final class PartitionReceiver: Sendable {
         for task in running.withLock({ Array($0.values) }) { task.cancel() }
     }
 
-    /// Pulls `partition` from its current holders until enough of them (two, or all
-    /// there are) were read to the end, then reports it.
+    /// Pulls `partition` from its current holders until enough of them (two and a
+    /// majority, or all there are) were read to the end, then reports it. A majority
+    /// holds every chosen value of the partition's linearizable keys.
     private func receive(_ partition: PartitionID, from sources: [NodeID], pendingEpoch: UInt64) async {
-        let needed = min(2, sources.count)
+        let needed = min(sources.count, max(2, sources.count / 2 + 1))
         var completed: Set<NodeID> = []
         let started = ContinuousClock.now
         var keys = 0
@@ -163,7 +174,7 @@ final class PartitionReceiver: Sendable {
             for source in sources where !completed.contains(source) && !Task.isCancelled {
                 guard let client = node.client(for: source) else { continue }
                 do {
-                    keys += try await pull(partition, from: client)
+                    keys += try await pull(partition, from: client, pendingEpoch: pendingEpoch)
                     completed.insert(source)
                     if completed.count >= needed { break }
                 } catch {
@@ -183,22 +194,29 @@ final class PartitionReceiver: Sendable {
         report(partition, pendingEpoch)
     }
 
-    private func pull(_ partition: PartitionID, from client: RPCClient) async throws -> Int {
+    private func pull(_ partition: PartitionID, from client: RPCClient, pendingEpoch: UInt64) async throws -> Int {
         var cursor: [UInt8] = []
         var count = 0
         while true {
             try Task.checkCancellation()
-            let reply = try await client.call(PartitionPages.encodeRequest(partition: partition, after: cursor, budget: PartitionPages.pageBytesMax), timeout: .seconds(10))
+            let request = PartitionPages.encodeRequest(partition: partition, after: cursor, budget: PartitionPages.pageBytesMax, pendingEpoch: pendingEpoch)
+            let reply = try await client.call(request, timeout: .seconds(10))
             let (entries, exhausted) = try PartitionPages.decodeReply(reply)
             var page: [(ItemKey, StoredObject)] = []
+            var acceptorStates: [(ItemKey, CASPaxosAcceptorState)] = []
             page.reserveCapacity(entries.count)
             for (storageKey, value) in entries {
+                if let (table, key) = StorageKeyCodec.decodeAcceptor(storageKey) {
+                    acceptorStates.append((ItemKey(table: table, key: key, partition: partition), try CASPaxosAcceptorState(decoding: value)))
+                    continue
+                }
                 guard let (table, key) = StorageKeyCodec.decode(storageKey), table != TableCatalog.systemTable else { continue }
                 page.append((ItemKey(table: table, key: key, partition: partition), try StoredObject.decodeObject(value)))
             }
             // One page shares its fsyncs; the cursor moves only once the page is durable.
             try await node.merge(page: page)
-            count += page.count
+            try await node.acceptors.merge(acceptorStates)
+            count += page.count + acceptorStates.count
             observed.keys.increment(by: Int64(page.count))
             if let last = entries.last { cursor = last.0 }
             if exhausted { return count }

@@ -72,6 +72,66 @@ final class RoutingKeyValueService: KeyValueService {
     }
 }
 
+/// The linearizable data path as a ring server serves it: each operation goes to a
+/// node of the key's preference list (a home replica, so one acceptor is local),
+/// which runs CASPaxos as proposer.
+///
+/// An operation that could not be sent moves on to the next node. One that was sent
+/// and not answered may have been applied: it moves on only when running it twice
+/// is harmless (`LinearizableChange.isIdempotent`), and is otherwise answered as an
+/// unknown outcome.
+final class RoutingLinearizableService: LinearizableService {
+    let server: RingServer
+    /// Longer than a node's whole operation (its retries included), so that a slow
+    /// answer is not mistaken for a lost one.
+    static let answerTimeout: TimeAmount = .seconds(4)
+
+    init(server: RingServer) {
+        self.server = server
+    }
+
+    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
+        let routing = server.routing
+        let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
+        let candidates = routing.coordinators(for: item.partition)
+        guard !candidates.isEmpty else { throw RoutingKeyValueService.notFormed }
+        let request = RPCMessage(
+            messageType: LinearizableRequest.type,
+            body: ByteBuffer(bytes: LinearizableRequest(key: item, replicaCount: table.n, change: change).encode()))
+        var reasons: [String] = []
+        for node in candidates {
+            guard let client = server.client(for: node) else {
+                reasons.append("\(node): address unknown")
+                continue
+            }
+            do {
+                let reply = try await client.call(request, timeout: Self.answerTimeout)
+                guard reply.messageType == LinearizableRequest.replyType else {
+                    throw APIError.internalError("node \(node) answered a linearizable operation with message type \(reply.messageType)")
+                }
+                let answer = try LinearizableAnswer(decoding: Array(reply.body.readableBytesView))
+                // A node without a ring (it left, or has not formed yet) applied nothing.
+                if case .failed(.notReady, let message) = answer {
+                    reasons.append("\(node): \(message)")
+                    continue
+                }
+                return answer
+            } catch let error as RPCError {
+                switch error {
+                case .connectionFailed, .overloaded:
+                    reasons.append("\(node): \(error)")  // never sent: the next node may take it
+                case .timedOut, .connectionClosed, .shutdown, .remote, .malformedFrame, .frameTooLarge:
+                    guard change.isIdempotent else {
+                        return .failed(.outcomeUnknown, message: "coordinator \(node) did not answer in time (\(error)); the change may or may not have been applied")
+                    }
+                    reasons.append("\(node): \(error)")
+                }
+            }
+        }
+        return .failed(.noQuorum, message: "no node of the key's preference list could run the operation (\(reasons.joined(separator: "; ")))")
+    }
+}
+
 /// A ring server's tables: those of the newest committed configuration. Changes go
 /// through the primary (the secondary passes them on), and are answered once a
 /// majority of the nodes accepted them.
@@ -106,7 +166,10 @@ final class RingServerTables: TableDirectory {
         switch await server.change({ engine, token, now in engine.createTable(spec, token: token, now: now) }) {
         case .success: return (definition, true)
         case .failure(.notPrimary):
-            let forwarded = TableChangeRequest(action: "create", name: name, n: definition.n, r: definition.r, w: definition.w, consistency: definition.consistency)
+            let quorums = definition.consistency == .eventual
+            let forwarded = TableChangeRequest(
+                action: "create", name: name, n: definition.n, r: quorums ? definition.r : nil, w: quorums ? definition.w : nil,
+                consistency: definition.consistency)
             guard let created = try await forward(forwarded) else { throw Self.noPrimary }
             return (created, true)
         case .failure(let failure): throw Self.apiError(failure)

@@ -48,7 +48,8 @@ public enum RingServerProcess {
         server.start()
         let started = ContinuousClock.now
         let api = NodeHTTPAPI(
-            catalog: tables, service: RoutingKeyValueService(server: server), cluster: RingServerView(server: server),
+            catalog: tables, service: RoutingKeyValueService(server: server), linearizable: RoutingLinearizableService(server: server),
+            cluster: RingServerView(server: server),
             maxValueBytes: listeners.maxValueBytes, registry: registry, logger: logger
         ) {
             let routing = server.routing

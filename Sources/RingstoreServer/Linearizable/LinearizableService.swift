@@ -1,0 +1,94 @@
+import CoreMetrics
+import NIOCore
+import NIOPosix
+public import RingstoreCore
+import RingstoreRPC
+import Synchronization
+
+/// The linearizable data path as the HTTP API sees it: runs one change on one key of
+/// a linearizable table and answers what happened.
+public protocol LinearizableService: Sendable {
+    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer
+}
+
+/// A node's own linearizable data path: this node proposes.
+final class NodeLinearizableService: LinearizableService {
+    let engine: LinearizableEngine
+    let partitioning: Partitioning
+
+    init(engine: LinearizableEngine, partitioning: Partitioning) {
+        self.engine = engine
+        self.partitioning = partitioning
+    }
+
+    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
+        let item = ItemKey(table: table.name, key: key, partitioning: partitioning)
+        return await engine.run(LinearizableRequest(key: item, replicaCount: table.n, change: change))
+    }
+}
+
+/// CASPaxos inside a cluster node: placement from the node's ring (and the ring it
+/// is moving to), acceptors reached over the node-to-node protocol, timers on the
+/// node's engine loop.
+struct ClusterCASPaxosNetwork: CASPaxosNetwork {
+    let node: ClusterNode
+
+    var me: NodeID { node.id }
+
+    func placement(of key: ItemKey, replicaCount: Int) -> KeyPlacement? {
+        guard node.isReady else { return nil }
+        let placed = node.partitioning.partition(table: key.table, key: key.key) == key.partition
+        return node.engine.withLock { engine in
+            let ring = engine.ring
+            // A key sent with the wrong partition has no replicas: nobody takes part.
+            guard placed else { return KeyPlacement(ringEpoch: ring.epoch, replicas: [], moving: false) }
+            let replicas = ring.preferenceList(for: key.partition, count: replicaCount)
+            let moving = engine.pendingRing.map { Set($0.preferenceList(for: key.partition, count: replicaCount)) != Set(replicas) } ?? false
+            return KeyPlacement(ringEpoch: ring.epoch, replicas: replicas, moving: moving)
+        }
+    }
+
+    func send(_ request: CASPaxosRequest, to peer: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosReply?) -> Void) {
+        guard let client = node.client(for: peer) else { return reply(nil) }
+        let (type, body) = request.encode()
+        client.callFuture(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: TimeAmount(timeout)).whenComplete { result in
+            guard case .success(let message) = result,
+                  let decoded = try? CASPaxosReply.decode(type: message.messageType, body: Array(message.body.readableBytesView))
+            else { return reply(nil) }
+            reply(decoded)
+        }
+    }
+
+    func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
+        node.engineLoop.scheduleTask(in: TimeAmount(delay), body)
+    }
+}
+
+/// CASPaxos on a node that is a cluster of one: every key's only replica is this node.
+struct LocalCASPaxosNetwork: CASPaxosNetwork {
+    let me = NodeID("local")
+    let loop: any EventLoop
+
+    func placement(of key: ItemKey, replicaCount: Int) -> KeyPlacement? {
+        KeyPlacement(ringEpoch: 1, replicas: [me], moving: false)
+    }
+
+    func send(_ request: CASPaxosRequest, to node: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosReply?) -> Void) {
+        reply(nil)
+    }
+
+    func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
+        loop.scheduleTask(in: TimeAmount(delay), body)
+    }
+}
+
+/// The linearizable data path's metrics.
+struct LinearizableMetrics: Sendable {
+    let applied = CoreMetrics.Counter(label: "ringstore_linearizable_applied_total")
+    let refused = CoreMetrics.Counter(label: "ringstore_linearizable_refused_total")
+    let conflicts = CoreMetrics.Counter(label: "ringstore_linearizable_ballot_conflicts_total")
+    let unknown = CoreMetrics.Counter(label: "ringstore_linearizable_outcome_unknown_total")
+    let failed = CoreMetrics.Counter(label: "ringstore_linearizable_not_applied_total")
+    let placementRefusals = CoreMetrics.Counter(label: "ringstore_linearizable_placement_refusals_total")
+    let latency = CoreMetrics.Timer(label: "ringstore_linearizable_operation_seconds")
+}

@@ -1,0 +1,133 @@
+@testable import RingstoreCore
+import Testing
+
+private let key = ItemKey(table: "seats", key: Array("comp1000".utf8), partition: PartitionID(rawValue: 3))
+private let replicas = [NodeID("n1"), NodeID("n2"), NodeID("n3")]
+
+private func ballot(_ counter: UInt64, _ proposer: UInt64 = 1) -> Ballot {
+    Ballot(counter: counter, proposer: proposer)
+}
+
+private func counter(_ version: UInt64, _ value: Int64) -> LinearizableValue {
+    LinearizableValue(version: version, content: .counter(value))
+}
+
+@Suite("CASPaxos on the wire")
+struct CASPaxosWireTests {
+    // Proves every request, reply and answer survives encoding, and that the placement travels with requests.
+    @Test func roundTrips() throws {
+        let placement = CASPaxosPlacement(ringEpoch: 42, replicaCount: 3)
+        for message in [CASPaxosMessage.prepare(key, ballot: ballot(7)), .accept(key, ballot: ballot(7), value: counter(2, 5))] {
+            let request = CASPaxosRequest(message: message, placement: placement)
+            let (type, body) = request.encode()
+            #expect(try CASPaxosRequest.decode(type: type, body: body) == request)
+        }
+        let replies: [CASPaxosReply] = [
+            .message(.promise(key, ballot: ballot(7), accepted: CASPaxosAcceptedValue(ballot: ballot(6), value: nil))),
+            .message(.accepted(key, ballot: ballot(7))),
+            .placementRefused(key, ballot: ballot(7), ringEpoch: 41, reason: .partitionMoving),
+        ]
+        for reply in replies {
+            let (type, body) = reply.encode()
+            #expect(try CASPaxosReply.decode(type: type, body: body) == reply)
+        }
+        let changes: [LinearizableChange] = [
+            .read, .put(contentType: "text/plain", data: [1, 2], precondition: .ifMatch(version: 9)),
+            .put(contentType: "a/b", data: [], precondition: .ifExists), .delete(precondition: .ifNoneMatch),
+            .counterAdd(delta: -1, min: 0, max: .max), .setAdd(member: "s1", cap: 50), .setRemove(member: "s1"),
+        ]
+        for change in changes {
+            let request = LinearizableRequest(key: key, replicaCount: 3, change: change)
+            #expect(try LinearizableRequest(decoding: request.encode()) == request)
+        }
+        let answers: [LinearizableAnswer] = [
+            .applied(nil), .applied(LinearizableValue(version: 3, content: .set(["a", "b"]))),
+            .refused(.preconditionFailed, current: counter(1, 1)),
+            .refused(.wrongKind(expected: .set, found: .counter), current: counter(1, 1)),
+            .refused(.counterOutOfBounds(value: 0, delta: -1, min: 0, max: 10), current: counter(4, 0)),
+            .refused(.setFull(count: 50, cap: 50), current: nil), .refused(.memberTooLong(bytes: 300, max: 256), current: nil),
+            .failed(.outcomeUnknown, message: "maybe"), .failed(.partitionMoving, message: "moving"),
+        ]
+        for answer in answers {
+            #expect(try LinearizableAnswer(decoding: answer.encode()) == answer)
+        }
+    }
+
+    // Proves malformed requests are refused: replies sent as requests, a replica count of 0, trailing bytes, unknown tags.
+    @Test func refusesMalformed() {
+        let (type, body) = CASPaxosMessage.accepted(key, ballot: ballot(1)).encode()
+        #expect(throws: DecodeError.self) { try CASPaxosRequest.decode(type: type, body: [UInt8](repeating: 0, count: 9) + body) }
+        let request = CASPaxosRequest(message: .prepare(key, ballot: ballot(1)), placement: CASPaxosPlacement(ringEpoch: 1, replicaCount: 0))
+        let (prepareType, prepareBody) = request.encode()
+        #expect(throws: DecodeError.self) { try CASPaxosRequest.decode(type: prepareType, body: prepareBody) }
+        #expect(throws: DecodeError.self) { try CASPaxosReply.decode(type: prepareType, body: prepareBody) }
+        let valid = LinearizableRequest(key: key, replicaCount: 3, change: .read).encode()
+        #expect(throws: DecodeError.self) { try LinearizableRequest(decoding: valid + [0]) }
+        #expect(throws: DecodeError.self) { try LinearizableAnswer(decoding: [9]) }
+        #expect(throws: DecodeError.self) { try LinearizableAnswer(decoding: [3, 7, 0]) }
+    }
+
+    // Proves which changes a coordinator may run again after an unknown outcome: never a counter add or a conditional write.
+    @Test func idempotence() {
+        #expect(LinearizableChange.read.isIdempotent)
+        #expect(LinearizableChange.setAdd(member: "a", cap: 1).isIdempotent)
+        #expect(LinearizableChange.setRemove(member: "a").isIdempotent)
+        #expect(LinearizableChange.put(contentType: "a/b", data: [1], precondition: .none).isIdempotent)
+        #expect(!LinearizableChange.put(contentType: "a/b", data: [1], precondition: .ifMatch(version: 1)).isIdempotent)
+        #expect(!LinearizableChange.delete(precondition: .ifExists).isIdempotent)
+        #expect(!LinearizableChange.counterAdd(delta: 1, min: 0, max: 5).isIdempotent)
+    }
+
+    // Proves If-Match: * holds for any live value and fails for an absent or deleted key.
+    @Test func ifExists() {
+        #expect(LinearizablePrecondition.ifExists.isSatisfied(by: counter(3, 1)))
+        #expect(!LinearizablePrecondition.ifExists.isSatisfied(by: nil))
+        #expect(!LinearizablePrecondition.ifExists.isSatisfied(by: LinearizableValue(version: 4, content: .deleted)))
+    }
+
+    // Proves merging acceptor states keeps the higher promise and the accepted value of the higher ballot, in either order.
+    @Test func merge() {
+        let older = CASPaxosAcceptorState(promised: ballot(9), accepted: CASPaxosAcceptedValue(ballot: ballot(4), value: counter(1, 1)))
+        let newer = CASPaxosAcceptorState(promised: ballot(6), accepted: CASPaxosAcceptedValue(ballot: ballot(6), value: counter(2, 2)))
+        let expected = CASPaxosAcceptorState(promised: ballot(9), accepted: CASPaxosAcceptedValue(ballot: ballot(6), value: counter(2, 2)))
+        #expect(older.merged(with: newer) == expected)
+        #expect(newer.merged(with: older) == expected)
+        #expect(CASPaxosAcceptorState().merged(with: older) == older)
+        #expect(older.merged(with: CASPaxosAcceptorState()) == older)
+    }
+}
+
+@Suite("CASPaxos proposer without answers")
+struct CASPaxosNoAnswerTests {
+    // Proves a proposer ends at once as unavailable (not applied) when too many acceptors cannot answer during prepare.
+    @Test func prepareEndsEarly() {
+        var proposer = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas, ballot: ballot(1), timeout: .seconds(1))
+        _ = proposer.start()
+        #expect(proposer.noAnswer(from: NodeID("n1")).isEmpty)
+        #expect(proposer.noAnswer(from: NodeID("n1")).isEmpty)  // the same node twice counts once
+        let directives = proposer.noAnswer(from: NodeID("n2"))
+        #expect(directives == [.reply(.unavailable(have: 0, need: 2, outcomeUnknown: false))])
+        #expect(proposer.isFinished)
+    }
+
+    // Proves a silent acceptor in the accept phase of a change ends as unknown, and a rejection among them as a conflict.
+    @Test func acceptEndsEarly() {
+        var proposer = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas, ballot: ballot(2), timeout: .seconds(1))
+        _ = proposer.start()
+        _ = proposer.receive(.promise(key, ballot: ballot(2), accepted: nil), from: NodeID("n1"))
+        let accepts = proposer.receive(.promise(key, ballot: ballot(2), accepted: nil), from: NodeID("n2"))
+        #expect(accepts.count == 3)
+        #expect(proposer.noAnswer(from: NodeID("n3")).isEmpty)
+        #expect(proposer.noAnswer(from: NodeID("n9")).isEmpty)  // not a replica
+        let directives = proposer.receive(.acceptRejected(key, ballot: ballot(2), highest: ballot(5)), from: NodeID("n1"))
+        #expect(directives == [.reply(.conflict(higherBallot: ballot(5), outcomeUnknown: true))])
+
+        var silent = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas, ballot: ballot(2), timeout: .seconds(1))
+        _ = silent.start()
+        _ = silent.receive(.promise(key, ballot: ballot(2), accepted: nil), from: NodeID("n1"))
+        _ = silent.receive(.promise(key, ballot: ballot(2), accepted: nil), from: NodeID("n2"))
+        _ = silent.receive(.accepted(key, ballot: ballot(2)), from: NodeID("n1"))
+        _ = silent.noAnswer(from: NodeID("n2"))
+        #expect(silent.noAnswer(from: NodeID("n3")) == [.reply(.unavailable(have: 1, need: 2, outcomeUnknown: true))])
+    }
+}
