@@ -131,3 +131,15 @@ struct CASPaxosNoAnswerTests {
         #expect(silent.noAnswer(from: NodeID("n3")) == [.reply(.unavailable(have: 1, need: 2, outcomeUnknown: true))])
     }
 }
+
+@Suite("CASPaxos proposer timing out")
+struct CASPaxosTimeoutTests {
+    // Proves a timeout after a rejection reports the higher ballot, so that the next attempt climbs past it.
+    @Test func timeoutAfterARejectionIsAConflict() {
+        var proposer = CASPaxosProposer(key: key, change: .read, replicas: replicas, ballot: ballot(1), timeout: .seconds(1))
+        _ = proposer.start()
+        _ = proposer.receive(.promise(key, ballot: ballot(1), accepted: nil), from: NodeID("n1"))
+        _ = proposer.receive(.prepareRejected(key, ballot: ballot(1), highest: ballot(8, 2)), from: NodeID("n2"))
+        #expect(proposer.timedOut() == [.reply(.conflict(higherBallot: ballot(8, 2), outcomeUnknown: false))])
+    }
+}

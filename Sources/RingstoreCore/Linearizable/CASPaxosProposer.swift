@@ -190,16 +190,20 @@ public struct CASPaxosProposer: Sendable {
         }
     }
 
-    /// The timer fired: without a majority the operation is unavailable.
+    /// The timer fired: without a majority the operation is unavailable, or in
+    /// conflict when an acceptor rejected it for a higher ballot (so that the shell
+    /// learns that ballot and its next attempt is not rejected again).
     public mutating func timedOut() -> [CASPaxosProposerDirective] {
         let result: CASPaxosResult
         switch state {
         case .idle, .finished:
             return []
-        case .preparing(let promises, _, _, _):
-            result = .unavailable(have: promises.count, need: quorum, outcomeUnknown: false)
-        case .accepting(_, _, let changes, let accepted, _, _):
-            result = .unavailable(have: accepted.count, need: quorum, outcomeUnknown: changes)
+        case .preparing(let promises, _, _, let highest):
+            result = highest.map { .conflict(higherBallot: $0, outcomeUnknown: false) }
+                ?? .unavailable(have: promises.count, need: quorum, outcomeUnknown: false)
+        case .accepting(_, _, let changes, let accepted, _, let highest):
+            result = highest.map { .conflict(higherBallot: $0, outcomeUnknown: changes) }
+                ?? .unavailable(have: accepted.count, need: quorum, outcomeUnknown: changes)
         }
         state = .finished
         return [.reply(result)]
