@@ -41,7 +41,7 @@ run() {
   local ports=("$@") outputs=() runs=() share=$(( connections / $# )) i
   for i in "${!ports[@]}"; do
     local c=$share; [[ $i == 0 ]] && c=$(( connections - ($# - 1) * share ))
-    wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$script" "http://127.0.0.1:${ports[$i]}" >"$work/wrk-$i.out" &
+    WRK_ID=$i wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$script" "http://127.0.0.1:${ports[$i]}" >"$work/wrk-$i.out" &
     runs+=($!)
     outputs+=("$work/wrk-$i.out")
   done

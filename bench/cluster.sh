@@ -45,7 +45,7 @@ run() { # name script -> one RESULT line summed over the three wrk runs
   local outputs=() runs=() share=$(( connections / 3 )) i
   for i in 0 1 2; do
     local c=$share; [[ $i == 0 ]] && c=$(( connections - 2 * share ))
-    KEYS=$keys wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$2" "http://127.0.0.1:${http_ports[$i]}" >"$work/wrk-$i.out" &
+    WRK_ID=$i KEYS=$keys wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$2" "http://127.0.0.1:${http_ports[$i]}" >"$work/wrk-$i.out" &
     runs+=($!)
     outputs+=("$work/wrk-$i.out")
   done

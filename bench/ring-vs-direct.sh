@@ -55,7 +55,7 @@ wrk_run() { # name script port... -> one RESULT line summed over one wrk per por
   share=$(( connections / count ))
   for i in "${!ports[@]}"; do
     local c=$share; [[ $i == 0 ]] && c=$(( connections - (count - 1) * share ))
-    KEYS=$keys wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$script" "http://127.0.0.1:${ports[$i]}" >"$work/wrk-$i.out" &
+    WRK_ID=$i KEYS=$keys wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$script" "http://127.0.0.1:${ports[$i]}" >"$work/wrk-$i.out" &
     runs+=($!); outputs+=("$work/wrk-$i.out")
   done
   for i in "${runs[@]}"; do wait "$i"; done

@@ -4,7 +4,7 @@ local counter = 0
 
 setup = function(thread)
   counter = counter + 1
-  thread:set("prefix", "c" .. counter .. "-")
+  thread:set("prefix", "c" .. (os.getenv("WRK_ID") or "") .. "." .. counter .. "-")
 end
 
 init = function(args)

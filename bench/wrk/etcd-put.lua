@@ -18,7 +18,7 @@ local counter = 0
 
 setup = function(thread)
   counter = counter + 1
-  thread:set("prefix", "e" .. counter .. "-")
+  thread:set("prefix", "e" .. (os.getenv("WRK_ID") or "") .. "." .. counter .. "-")
 end
 
 init = function(args)

@@ -5,7 +5,7 @@ local counter = 0
 
 setup = function(thread)
   counter = counter + 1
-  thread:set("prefix", "w" .. counter .. "-")
+  thread:set("prefix", "w" .. (os.getenv("WRK_ID") or "") .. "." .. counter .. "-")
 end
 
 init = function(args)

@@ -22,9 +22,8 @@ OPERATION_METHODS = ("get", "put", "post", "delete", "patch", "head", "options",
 PROBE_METHODS = ("GET", "PUT", "POST", "DELETE", "PATCH", "HEAD", "OPTIONS")
 
 # Replies a single healthy node cannot be made to give: storage failures, a full
-# disk, shutting down, and a table that exists with other properties (every valid
-# table on a cluster of one has n=r=w=1).
-UNREACHABLE_ON_ONE_NODE = {"500", "503", "507", ("/v1/tables/{table}", "put", "409")}
+# disk, shutting down, and no majority of a key's replicas.
+UNREACHABLE_ON_ONE_NODE = {"500", "503", "507"}
 
 
 # ---------------------------------------------------------------------------
@@ -165,6 +164,9 @@ def _codes_in_sources() -> set[str]:
         block = re.search(r"var code: String \{(.*?)\n    \}", text, re.DOTALL)
         if block and "enum InputError" in text:
             codes.update(re.findall(r'case \.\w+:\s*"([a-z0-9_]+)"', block.group(1)))
+        # Failures mapped to codes in a switch expression: `let code = switch failure { case .name: "code" … }`.
+        for block in re.findall(r"let code = switch \w+ \{(.*?)\n\s*\}", text, re.DOTALL):
+            codes.update(re.findall(r'case \.\w+:\s*"([a-z0-9_]+)"', block))
     return codes
 
 
@@ -308,7 +310,7 @@ def _scenario(api) -> list[tuple[str, str, Reply]]:
     send("DELETE", kv_path("default", "spec-never-written"))
     send("DELETE", key + "?w=abc")
     send("DELETE", "/v1/kv/no-such-table/k")
-    for method in ("GET", "HEAD", "PUT", "DELETE"):
+    for method in ("GET", "HEAD", "PUT", "DELETE", "POST"):
         send(method, "/v1/kv/default")
         send(method, "/v1/kv/no-such-table")
     send("HEAD", kv_path("default", "spec-siblings"))
@@ -341,7 +343,52 @@ def _scenario(api) -> list[tuple[str, str, Reply]]:
     send("GET", "/v1/cluster/locate/default/some%2Fkey")
     send("GET", "/v1/cluster/locate/default/%zz")
     send("GET", "/v1/cluster/locate/no-such-table/k")
+    _linearizable_scenario(send)
     return seen
+
+
+def _linearizable_scenario(send) -> None:
+    """Every reply of a linearizable table a single node can give."""
+    assert send("PUT", "/v1/tables/spec-lin", b'{"consistency": "linearizable"}').status == 201
+    assert send("PUT", "/v1/tables/spec-lin", b'{"consistency": "eventual"}').status == 409
+    send("PUT", "/v1/tables/spec-lin-quorum", b'{"consistency": "linearizable", "r": 1}')
+    value = kv_path("spec-lin", "spec/value")
+    send("GET", value)
+    send("HEAD", value)
+    assert send("PUT", value, b"v1", {"Content-Type": "text/plain", "If-None-Match": "*"}).status == 204
+    send("GET", value)
+    send("HEAD", value)
+    assert send("PUT", value, b"v2", {"If-Match": '"1"'}).status == 204
+    assert send("PUT", value, b"v3", {"If-Match": '"1"'}).status == 412
+    send("PUT", value, b"v3", {"If-Match": '"2"', "If-None-Match": "*"})
+    send("PUT", value + "?w=1", b"v3")
+    send("GET", value + "?r=1")
+    send("GET", value, headers={"If-Match": '"2"'})
+    send("HEAD", value + "?r=1")
+    assert send("DELETE", value, headers={"If-Match": '"1"'}).status == 412
+    assert send("DELETE", value, headers={"If-Match": '"2"'}).status == 204
+    send("DELETE", value + "?w=1")
+    assert send("PUT", value, b"v4", {"If-Match": "*"}).status == 412
+    seats = kv_path("spec-lin", "seats")
+    assert send("POST", seats + "/add?delta=2&min=0&max=2").status == 200
+    send("GET", seats)
+    assert send("POST", seats + "/add?delta=1&max=2").status == 409
+    assert send("POST", seats + "/set-add?member=a").status == 409
+    send("POST", seats + "/add")
+    send("POST", seats + "/add?delta=1&min=2&max=1")
+    send("POST", seats + "/increment?delta=1")
+    send("POST", seats + "/add?delta=1&w=1")
+    members = kv_path("spec-lin", "members")
+    assert send("POST", members + "/set-add?member=a&cap=1").status == 200
+    assert send("POST", members + "/set-add?member=b&cap=1").status == 409
+    send("POST", members + "/set-add?member=b&cap=0")
+    assert send("POST", members + "/set-remove?member=a").status == 200
+    send("GET", members)
+    send("POST", kv_path("spec-lin", "never") + "/set-remove?member=a")
+    send("POST", kv_path("default", "spec-eventual") + "/add?delta=1")
+    send("POST", "/v1/kv/no-such-table/k/add?delta=1")
+    send("POST", "/v1/kv/spec-lin")
+    send("POST", "/v1/kv/spec-lin/")
 
 
 def test_real_replies_match_the_documented_responses(spec, api):

@@ -72,7 +72,7 @@ struct ClusterParts: Sendable {
         let tables: any TableDirectory = membership.map { JoinedTableDirectory(catalog: catalog, agent: $0) } ?? catalog
         let joined = membership != nil
         let api = NodeHTTPAPI(
-            catalog: tables, service: service, linearizable: NodeLinearizableService(engine: linearizable, partitioning: partitioning),
+            catalog: tables, service: service, linearizable: NodeLinearizableService(engine: linearizable, partitioning: partitioning, node: node),
             cluster: ClusterNodeView(node: node),
             maxValueBytes: configuration.maxValueBytes, registry: registry, logger: logger,
             tablesChanged: { change in

@@ -51,6 +51,7 @@ final class LinearizableEngine: Sendable {
     let settings: Settings
     let logger: Logger
     private let ballots: Mutex<BallotGenerator>
+    private let keyQueues = KeyQueues()
     private let random = Mutex(SplitMixGenerator(seed: UInt64.random(in: 0...UInt64.max)))
     private let metrics = LinearizableMetrics()
 
@@ -97,8 +98,16 @@ final class LinearizableEngine: Sendable {
 
     // MARK: Proposer
 
-    /// Runs a linearizable operation with this node as proposer.
+    /// Runs a linearizable operation with this node as proposer. Operations on one
+    /// key run one after another on a node, so that they never compete for ballots
+    /// with each other (a competing ballot can leave a change's outcome unknown).
     func run(_ request: LinearizableRequest) async -> LinearizableAnswer {
+        await keyQueues.acquire(request.key)
+        defer { keyQueues.release(request.key) }
+        return await propose(request)
+    }
+
+    private func propose(_ request: LinearizableRequest) async -> LinearizableAnswer {
         let started = ContinuousClock.now
         let deadline = started + settings.operationTimeout
         var attempt = 0
@@ -232,5 +241,38 @@ private final class Attempt: Sendable {
             return (state.continuation, state.sawMoving)
         }
         continuation?.resume(returning: AttemptOutcome(result: result, sawMoving: moving))
+    }
+}
+
+/// One turn at a time per key: `acquire` suspends while another operation on the
+/// key runs; `release` hands the turn to the next waiter in arrival order.
+final class KeyQueues: Sendable {
+    private let waiting = Mutex<[ItemKey: [CheckedContinuation<Void, Never>]]>([:])
+
+    func acquire(_ key: ItemKey) async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let mine = waiting.withLock { waiting -> Bool in
+                if waiting[key] == nil {
+                    waiting[key] = []
+                    return true
+                }
+                waiting[key]!.append(continuation)
+                return false
+            }
+            if mine { continuation.resume() }
+        }
+    }
+
+    func release(_ key: ItemKey) {
+        let next = waiting.withLock { waiting -> CheckedContinuation<Void, Never>? in
+            guard var queue = waiting[key], !queue.isEmpty else {
+                waiting[key] = nil
+                return nil
+            }
+            let next = queue.removeFirst()
+            waiting[key] = queue
+            return next
+        }
+        next?.resume()
     }
 }

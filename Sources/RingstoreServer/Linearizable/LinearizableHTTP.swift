@@ -73,7 +73,14 @@ extension NodeHTTPAPI {
             change = .setRemove(member: try Self.memberParameter(request))
         }
         let answer = try await linearizable.run(table: table, key: key, change: change)
-        guard case .applied(let value?) = answer else { return try Self.writeResponse(answer) }
+        guard case .applied(let value) = answer else { return try Self.writeResponse(answer) }
+        guard let value, value.exists else {
+            // Removing from an absent (or deleted) key leaves it absent: an empty set.
+            var response = Self.jsonResponse(.ok, "{\"members\":[],\"count\":0}")
+            if let value { response.headers[.eTag] = Self.etag(value) }
+            response.headers[Self.kindHeader] = Self.name(of: .set)
+            return response
+        }
         var response = Self.jsonResponse(.ok, Self.valueJSON(value))
         Self.describe(value, in: &response.headers)
         return response
@@ -105,7 +112,7 @@ extension NodeHTTPAPI {
             let trimmed = text.trimmingCharacters(in: .whitespaces)
             if trimmed == "*" { return .ifExists }
             guard let version = parseETag(trimmed) else {
-                throw APIError(.badRequest, code: "invalid_precondition", message: "If-Match must be * or one ETag this table returned, such as \"3\" (got \(text)).")
+                throw APIError(.badRequest, code: "invalid_precondition", message: "If-Match must be * or one ETag exactly as this table returned it, quotes included, such as \"3\" (got \(text)).")
             }
             return .ifMatch(version: version)
         case (nil, let text?):
@@ -116,11 +123,14 @@ extension NodeHTTPAPI {
         }
     }
 
-    /// The version in an ETag: `"3"`, or `3` without quotes.
+    /// The version in an ETag spelled exactly as `etag(_:)` spells it: `"3"`, quotes
+    /// included, no sign, no leading zero. ETags compare as strings, so `"03"` is not `"3"`.
     static func parseETag(_ text: String) -> UInt64? {
-        var digits = Substring(text)
-        if digits.count >= 2, digits.first == "\"", digits.last == "\"" { digits = digits.dropFirst().dropLast() }
-        guard !digits.isEmpty, digits.allSatisfy(\.isASCII), let version = UInt64(digits), version >= 1 else { return nil }
+        guard text.count >= 3, text.first == "\"", text.last == "\"" else { return nil }
+        let digits = text.dropFirst().dropLast()
+        guard digits.allSatisfy({ $0.isASCII && $0.isNumber }), let version = UInt64(digits), version >= 1,
+              String(version) == digits
+        else { return nil }
         return version
     }
 

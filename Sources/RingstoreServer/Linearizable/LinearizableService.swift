@@ -11,19 +11,58 @@ public protocol LinearizableService: Sendable {
     func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer
 }
 
-/// A node's own linearizable data path: this node proposes.
+/// A node's linearizable data path. In a cluster the node hands each operation to
+/// the key's first reachable home replica (its leader), which proposes; so do ring
+/// servers. One proposer per key means operations on a key queue up instead of
+/// competing for ballots, which would leave changes with unknown outcomes. When the
+/// leader cannot be reached the node proposes itself: any proposer is correct.
 final class NodeLinearizableService: LinearizableService {
     let engine: LinearizableEngine
     let partitioning: Partitioning
+    /// The cluster node, for finding and reaching a key's leader; nil for a node alone.
+    let node: ClusterNode?
+    /// Longer than the leader's whole operation, its retries included.
+    static let answerTimeout: TimeAmount = .seconds(4)
 
-    init(engine: LinearizableEngine, partitioning: Partitioning) {
+    init(engine: LinearizableEngine, partitioning: Partitioning, node: ClusterNode? = nil) {
         self.engine = engine
         self.partitioning = partitioning
+        self.node = node
     }
 
     func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
         let item = ItemKey(table: table.name, key: key, partitioning: partitioning)
-        return await engine.run(LinearizableRequest(key: item, replicaCount: table.n, change: change))
+        let request = LinearizableRequest(key: item, replicaCount: table.n, change: change)
+        guard let node, let leader = leader(of: request, in: node), leader != node.id, let client = node.client(for: leader) else {
+            return await engine.run(request)
+        }
+        let message = RPCMessage(messageType: LinearizableRequest.type, body: ByteBuffer(bytes: request.encode()))
+        let failure: String
+        do {
+            let reply = try await client.call(message, timeout: Self.answerTimeout)
+            if reply.messageType == LinearizableRequest.replyType,
+               let answer = try? LinearizableAnswer(decoding: Array(reply.body.readableBytesView)) {
+                if case .failed(.notReady, _) = answer { return await engine.run(request) }
+                return answer
+            }
+            failure = "an answer of message type \(reply.messageType) that could not be read"
+        } catch RPCError.connectionFailed, RPCError.overloaded {
+            return await engine.run(request)  // never sent
+        } catch {
+            failure = "\(error)"
+        }
+        // Sent, and not answered: it may have been applied.
+        guard change.isIdempotent else {
+            return .failed(.outcomeUnknown, message: "the key's leader \(leader) did not answer in time (\(failure)); the change may or may not have been applied")
+        }
+        return await engine.run(request)
+    }
+
+    /// The first home replica of the key that this node can reach.
+    private func leader(of request: LinearizableRequest, in node: ClusterNode) -> NodeID? {
+        guard let placement = engine.network.placement(of: request.key, replicaCount: request.replicaCount) else { return nil }
+        let unreachable = node.membership.unreachable
+        return placement.replicas.first { $0 == node.id || !unreachable.contains($0) }
     }
 }
 
