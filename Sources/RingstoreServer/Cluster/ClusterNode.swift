@@ -49,6 +49,8 @@ public final class ClusterNode: Sendable {
     let hintStorage: StorageEngine
     /// The CASPaxos acceptors of the linearizable keys this node holds, in `storage`.
     let acceptors: AcceptorStore
+    /// Merkle trees over the replicated data in `storage`, for anti-entropy.
+    let trees = HashTrees()
     /// Connections to the other members, by id; replaced when membership changes.
     private let peerClients: Mutex<[NodeID: RPCClient]>
     private let peerAddresses: Mutex<[PeerAddress]>
@@ -100,9 +102,10 @@ public final class ClusterNode: Sendable {
 
     // MARK: Lifecycle
 
-    /// Loads the hints on disk and starts pings and hand-off.
+    /// Loads the hints on disk, builds the Merkle trees, and starts pings and hand-off.
     public func start() {
         feed { $0.recoverHints(self.recoveredHints()) }
+        trees.rebuild(from: storage)
         let loop = engineLoop
         let ping = loop.scheduleRepeatedTask(initialDelay: .zero, delay: TimeAmount(settings.pingInterval)) { [self] _ in
             pingPeers()
@@ -347,12 +350,15 @@ public final class ClusterNode: Sendable {
         let result: StorageResult
         do {
             (pending, result) = try stripe.lock.withLock { _ -> ([(StorageEngine, DurabilityTicket)], StorageResult) in
-                let main = try storage.get(partition: key.partition, key: key.storageKey).map(StoredObject.decodeObject)
+                let mainBytes = try storage.get(partition: key.partition, key: key.storageKey)
+                let main = try mainBytes.map(StoredObject.decodeObject)
                 let hint = try hintStorage.get(partition: key.partition, key: hintKey(key)).map(HintRecord.decode)
                 let outcome = ReplicaStore.apply(operation, main: main, hint: hint)
                 var tickets: [(StorageEngine, DurabilityTicket)] = []
                 if case .some(let newMain) = outcome.main {
-                    let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, newMain.map(StoredObject.encodeObject))])
+                    let newBytes = newMain.map(StoredObject.encodeObject)
+                    let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, newBytes)])
+                    trees.record(partition: key.partition, storageKey: key.storageKey, old: mainBytes, new: newBytes)
                     tickets.append((storage, ticket))
                 }
                 if case .some(let newHint) = outcome.hint {
