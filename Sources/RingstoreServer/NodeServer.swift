@@ -177,6 +177,7 @@ public enum NodeServer {
             let parts = try await ClusterParts.assemble(configuration, registry: registry, logger: logger)
             rpcPort = try await parts.rpcServer.start()
             parts.node.start()
+            parts.antiEntropy.start()
             services.append(.init(service: StorageService(storage: parts.storage)))
             services.append(.init(service: StorageService(storage: parts.hintStorage)))
             if let membership = parts.membership { await membership.start() }

@@ -14,7 +14,7 @@ struct AdminCommand: AsyncParsableCommand {
         `commit` starts the transfers; `status` shows their progress. The ring switches
         once every moving partition has streamed to its new holders.
         """,
-        subcommands: [Status.self, Ring.self, Plan.self, Join.self, Leave.self, Remove.self, Commit.self, Cancel.self]
+        subcommands: [Status.self, Ring.self, Plan.self, Join.self, Leave.self, Remove.self, Commit.self, Cancel.self, Repair.self]
     )
 
     struct Options: ParsableArguments {
@@ -168,6 +168,24 @@ struct AdminCommand: AsyncParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Drop the staged plan (before it is committed).")
         @OptionGroup var options: Options
         func run() async throws { try await AdminCommand.perform(options, method: "DELETE", path: "/v1/admin/plan") }
+    }
+
+    struct Repair: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Run a full anti-entropy round on every node now and report what it repaired.")
+        @OptionGroup var options: Options
+        func run() async throws {
+            try await AdminCommand.perform(options, method: "POST", path: "/v1/admin/repair") { json in
+                var lines = ["anti-entropy: \(json["exchanges"] ?? 0) exchanges, \(json["differing"] ?? 0) differing, \(json["keys_repaired"] ?? 0) keys repaired, \(json["failed"] ?? 0) failed"]
+                for (node, counts) in (json["nodes"] as? [String: [String: Any]] ?? [:]).sorted(by: { $0.key < $1.key }) {
+                    if let error = counts["error"] {
+                        lines.append("  \(node): not reached (\(error))")
+                    } else {
+                        lines.append("  \(node): \(counts["exchanges"] ?? 0) exchanges, \(counts["keys_repaired"] ?? 0) keys repaired")
+                    }
+                }
+                return lines.joined(separator: "\n")
+            }
+        }
     }
 
     static func escape(_ node: String) -> String {

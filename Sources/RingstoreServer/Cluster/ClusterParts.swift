@@ -18,6 +18,7 @@ struct ClusterParts: Sendable {
     let api: NodeHTTPAPI
     /// Set for a node that joins through ring servers.
     let membership: MembershipAgent?
+    let antiEntropy: AntiEntropy
 
     static func assemble(_ configuration: NodeConfiguration, registry: PrometheusCollectorRegistry?, logger: Logger) async throws -> ClusterParts {
         let id = NodeID(configuration.nodeID!)
@@ -64,9 +65,12 @@ struct ClusterParts: Sendable {
                 primaryLossTimeout: .milliseconds(1500), logger: logger)
         }
         let linearizable = LinearizableEngine(network: ClusterCASPaxosNetwork(node: node), acceptors: node.acceptors, logger: logger)
+        let antiEntropy = AntiEntropy(node: node, tables: { catalog.all }, logger: logger)
         let rpcServer = RPCServer(
             host: configuration.rpcHost, port: configuration.rpcPort,
-            handler: PeerRPCHandler(node: node, catalog: catalog, service: service, linearizable: linearizable, logger: logger, membership: membership),
+            handler: PeerRPCHandler(
+                node: node, catalog: catalog, service: service, linearizable: linearizable, antiEntropy: antiEntropy, logger: logger,
+                membership: membership),
             group: node.engineLoop, logger: logger)
         let started = ContinuousClock.now
         let tables: any TableDirectory = membership.map { JoinedTableDirectory(catalog: catalog, agent: $0) } ?? catalog
@@ -83,7 +87,9 @@ struct ClusterParts: Sendable {
             let uptime = (ContinuousClock.now - started).components.seconds
             return "{\"status\":\"ok\",\"role\":\"node\",\"node\":\(JSONText.quote(id.rawValue)),\"actor\":\"\(identity.actor)\",\"ready\":\(node.isReady),\"keys\":\(storage.statistics.keys),\"uptime_seconds\":\(uptime)}"
         }
-        return ClusterParts(storage: storage, hintStorage: hintStorage, node: node, catalog: catalog, rpcServer: rpcServer, api: api, membership: membership)
+        return ClusterParts(
+            storage: storage, hintStorage: hintStorage, node: node, catalog: catalog, rpcServer: rpcServer, api: api, membership: membership,
+            antiEntropy: antiEntropy)
     }
 
     /// Tells every peer of a table created or dropped here.
@@ -110,6 +116,7 @@ struct ClusterService: Service {
         if let membership = parts.membership {
             // Tables come with the ring servers' configuration; nothing to exchange.
             try? await gracefulShutdown()
+            parts.antiEntropy.stop()
             await membership.stop()
             await parts.rpcServer.stop()
             await parts.node.stop()
@@ -122,6 +129,7 @@ struct ClusterService: Service {
             if Task.isShuttingDownGracefully || Task.isCancelled { break }
             await exchangeCatalogues()
         }
+        parts.antiEntropy.stop()
         await parts.rpcServer.stop()
         await parts.node.stop()
     }

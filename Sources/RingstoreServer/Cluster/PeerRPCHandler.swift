@@ -21,6 +21,7 @@ struct PeerRPCHandler: RPCHandler {
     let catalog: TableCatalog
     let service: ClusterKeyValueService
     let linearizable: LinearizableEngine
+    let antiEntropy: AntiEntropy
     let logger: Logger
     /// Set when the node belongs to a ring-server cluster: answers the ring servers' messages.
     let membership: MembershipAgent?
@@ -33,7 +34,8 @@ struct PeerRPCHandler: RPCHandler {
             return membership.receive(request)
         }
         if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop
-            || request.messageType == PartitionPages.request || request.messageType == LinearizableRequest.type {
+            || request.messageType == PartitionPages.request || request.messageType == LinearizableRequest.type
+            || request.messageType == AntiEntropyWire.request || request.messageType == AntiEntropyWire.repairNow {
             return .detach
         }
         if CASPaxosMessage.typeRange.contains(request.messageType) {
@@ -75,6 +77,15 @@ struct PeerRPCHandler: RPCHandler {
 
     func handle(_ request: RPCMessage, context: RPCRequestContext) async throws -> RPCMessage {
         switch request.messageType {
+        case AntiEntropyWire.request:
+            do {
+                return try antiEntropy.answer(request)
+            } catch let error as DecodeError {
+                throw RPCRemoteError(code: 1, message: "undecodable anti-entropy request: \(error.reason)")
+            }
+        case AntiEntropyWire.repairNow:
+            let tally = try await antiEntropy.round(pausing: false)
+            return RPCMessage(messageType: AntiEntropyWire.repairReply, body: ByteBuffer(string: tally.json))
         case LinearizableRequest.type:
             let decoded: LinearizableRequest
             do {

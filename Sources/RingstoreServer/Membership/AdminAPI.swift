@@ -3,6 +3,7 @@ public import Hummingbird
 import HTTPTypes
 import NIOCore
 import RingstoreCore
+import RingstoreRPC
 
 /// A ring server's HTTP surface: `/v1/admin/…` (bearer token) in front of the client API.
 public struct RingServerResponder: HTTPResponder {
@@ -33,6 +34,7 @@ public struct RingServerResponder: HTTPResponder {
 /// | `POST /v1/admin/remove/{node}` | stage a dead member's removal (its replicas are rebuilt from the others) |
 /// | `DELETE /v1/admin/plan` | drop the staged plan |
 /// | `POST /v1/admin/commit` | commit the staged plan |
+/// | `POST /v1/admin/repair` | a full anti-entropy round on every node, now; what it repaired |
 struct AdminAPI: Sendable {
     let server: RingServer
     /// nil: the admin API is disabled (no token was configured).
@@ -108,6 +110,9 @@ struct AdminAPI: Sendable {
             case .success(let plan): return NodeHTTPAPI.jsonResponse(.ok, Self.planJSON(plan, current: server.routing.configuration.ring))
             case .failure(let failure): throw RingServerTables.apiError(failure)
             }
+        case ("repair", 1):
+            try expect(method, [.post], request)
+            return NodeHTTPAPI.jsonResponse(.ok, await repairJSON())
         case ("commit", 1):
             try expect(method, [.post], request)
             switch await server.change({ engine, token, now in engine.commitPlan(token: token, now: now) }) {
@@ -117,6 +122,41 @@ struct AdminAPI: Sendable {
         default:
             throw APIError.routeNotFound(request.uri.path)
         }
+    }
+
+    /// Asks every member for a full anti-entropy round now and sums what they did.
+    private func repairJSON() async -> String {
+        let members = server.routing.configuration.members.map(\.id)
+        let results = await withTaskGroup(of: (NodeID, [String: Int]?, String).self) { group in
+            for member in members {
+                group.addTask {
+                    guard let client = server.client(for: member) else { return (member, nil, "address unknown") }
+                    do {
+                        let reply = try await client.call(RPCMessage(messageType: AntiEntropyWire.repairNow, body: ByteBuffer()), timeout: .seconds(300))
+                        let counts = (try? JSONSerialization.jsonObject(with: Data(reply.body.readableBytesView))) as? [String: Int]
+                        return (member, counts, counts == nil ? "unreadable answer" : "")
+                    } catch {
+                        return (member, nil, "\(error)")
+                    }
+                }
+            }
+            var results: [(NodeID, [String: Int]?, String)] = []
+            for await result in group { results.append(result) }
+            return results.sorted { $0.0 < $1.0 }
+        }
+        var totals: [String: Int] = ["exchanges": 0, "differing": 0, "keys_repaired": 0, "failed": 0]
+        var nodes: [String] = []
+        for (member, counts, error) in results {
+            if let counts {
+                for (name, value) in counts { totals[name, default: 0] += value }
+                let fields = counts.sorted { $0.key < $1.key }.map { "\(JSONText.quote($0.key)):\($0.value)" }.joined(separator: ",")
+                nodes.append("\(JSONText.quote(member.rawValue)):{\(fields)}")
+            } else {
+                nodes.append("\(JSONText.quote(member.rawValue)):{\"error\":\(JSONText.quote(error))}")
+            }
+        }
+        let sums = totals.sorted { $0.key < $1.key }.map { "\(JSONText.quote($0.key)):\($0.value)" }.joined(separator: ",")
+        return "{\(sums),\"nodes\":{\(nodes.joined(separator: ","))}}"
     }
 
     private func expect(_ method: HTTPRequest.Method, _ allowed: [HTTPRequest.Method], _ request: Request) throws(APIError) {
