@@ -12,13 +12,34 @@ public struct RPCClientConfiguration: Sendable {
     public var connectTimeout: TimeAmount
     /// Delays between failed connection attempts.
     public var backoff: RPCBackoff
+    /// The local IP address connections leave from; nil lets the kernel choose. A
+    /// process that listens on one address of a host with several (a machine with
+    /// two networks, or each process of a test cluster on its own loopback address)
+    /// sends from that address too, so that peers and firewalls see who it is.
+    public var localAddress: String?
 
     /// Creates settings; the defaults suit node-to-node traffic on one network.
-    public init(inFlightMax: Int = RPCLimits.inFlightMaxDefault, connectTimeout: TimeAmount = .seconds(1), backoff: RPCBackoff = RPCBackoff()) {
+    public init(
+        inFlightMax: Int = RPCLimits.inFlightMaxDefault, connectTimeout: TimeAmount = .seconds(1), backoff: RPCBackoff = RPCBackoff(),
+        localAddress: String? = nil
+    ) {
         precondition(inFlightMax > 0, "inFlightMax must be positive")
         self.inFlightMax = inFlightMax
         self.connectTimeout = connectTimeout
         self.backoff = backoff
+        self.localAddress = localAddress
+    }
+
+    /// Settings whose connections leave from `listenHost`, the address the process
+    /// listens on, when it is one IP address of this host (not a name, not the
+    /// wildcard).
+    public static func sending(from listenHost: String) -> RPCClientConfiguration {
+        var configuration = RPCClientConfiguration()
+        if let address = try? SocketAddress(ipAddress: listenHost, port: 0) {
+            let wildcard = listenHost == "0.0.0.0" || listenHost == "::"
+            if !wildcard { configuration.localAddress = address.ipAddress }
+        }
+        return configuration
     }
 }
 
@@ -213,7 +234,11 @@ final class RPCClientCore {
 
     private func connect(attempt: UInt64) {
         let bound = NIOLoopBound(self, eventLoop: eventLoop)
-        ClientBootstrap(group: eventLoop)
+        var bootstrap = ClientBootstrap(group: eventLoop)
+        if let localAddress = configuration.localAddress, let address = try? SocketAddress(ipAddress: localAddress, port: 0) {
+            bootstrap = bootstrap.bind(to: address)
+        }
+        bootstrap
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.socketOption(.so_keepalive), value: 1)
             .connectTimeout(configuration.connectTimeout)

@@ -4,6 +4,7 @@ import Logging
 import NIOCore
 import RingstoreCore
 import RingstoreServer
+import RingstoreRPC
 import RingstoreStorage
 
 /// `ringstore ring`: a ring server, the cluster's membership authority and router.
@@ -87,9 +88,10 @@ struct RingCommand: AsyncParsableCommand {
         let (httpHost, httpPort) = HostPort.parse(http)!
         let (rpcHost, rpcPort) = HostPort.parse(rpc)!
         let (peerID, peerAddress) = try peerAddress()
-        let options = RingServer.Options(
+        var options = RingServer.Options(
             id: id, peerID: peerID, initialRole: role == "primary" ? .primary : .secondary, peer: peerAddress,
             dataDirectory: data, initialNodeCount: initialNodes, partitionCount: partitions)
+        options.rpcClient = .sending(from: rpcHost)
         let token = adminToken ?? ProcessInfo.processInfo.environment["RINGSTORE_ADMIN_TOKEN"]
         let listeners = RingServerListeners(
             httpHost: httpHost, httpPort: httpPort, rpcHost: rpcHost, rpcPort: rpcPort, maxValueBytes: maxValueBytes,

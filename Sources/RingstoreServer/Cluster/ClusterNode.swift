@@ -3,7 +3,7 @@ public import Logging
 import CoreMetrics
 import Metrics
 public import NIOCore
-import RingstoreRPC
+public import RingstoreRPC
 import NIOPosix
 public import RingstoreCore
 public import RingstoreStorage
@@ -38,6 +38,8 @@ public final class ClusterNode: Sendable {
         public var handoffInterval: Duration = .seconds(1)
         public var hintsMax = Limits.hintsMax
         public var hintBytesMax = Limits.hintBytesMax
+        /// How connections to peers are made (the address they leave from).
+        public var rpcClient = RPCClientConfiguration()
 
         public init() {}
     }
@@ -85,7 +87,7 @@ public final class ClusterNode: Sendable {
         self.logger = logger
         var clients: [NodeID: RPCClient] = [:]
         for peer in peers where peer.id != id {
-            clients[peer.id] = RPCClient(host: peer.host, port: peer.port, group: engineLoop)
+            clients[peer.id] = RPCClient(host: peer.host, port: peer.port, group: engineLoop, configuration: settings.rpcClient)
         }
         self.peerClients = Mutex(clients)
         self.peerAddresses = Mutex(peers)
@@ -185,7 +187,7 @@ public final class ClusterNode: Sendable {
             for member in members where member.id != id {
                 wanted.insert(member.id)
                 if clients[member.id] == nil {
-                    clients[member.id] = RPCClient(host: member.host, port: member.port, group: engineLoop)
+                    clients[member.id] = RPCClient(host: member.host, port: member.port, group: engineLoop, configuration: settings.rpcClient)
                     added.append(member.id)
                 }
             }

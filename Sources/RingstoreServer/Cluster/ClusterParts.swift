@@ -48,6 +48,7 @@ struct ClusterParts: Sendable {
         }
         var settings = ClusterNode.Settings()
         settings.requestTimeout = configuration.requestTimeout
+        settings.rpcClient = .sending(from: configuration.rpcHost)
         let group = MultiThreadedEventLoopGroup.singleton
         let node = ClusterNode(
             id: id, actor: identity.actorID, ring: ring, peers: addresses, storage: storage, hintStorage: hintStorage,

@@ -44,7 +44,7 @@ final class MembershipAgent: Sendable {
         self.statePath = statePath
         self.heartbeatInterval = heartbeatInterval
         follower = Mutex(ConfigurationFollower(settings: .init(primaryLossTimeout: primaryLossTimeout), restoring: restored, now: .zero))
-        let clients = ringServers.map { RPCClient(host: $0.host, port: $0.port, group: node.engineLoop) }
+        let clients = ringServers.map { RPCClient(host: $0.host, port: $0.port, group: node.engineLoop, configuration: node.settings.rpcClient) }
         self.ringServers = clients
         let id = me.id
         receiver = PartitionReceiver(node: node, logger: logger) { partition, epoch in

@@ -4,7 +4,7 @@ import CoreMetrics
 public import NIOCore
 import NIOPosix
 public import RingstoreCore
-import RingstoreRPC
+public import RingstoreRPC
 import RingstoreStorage
 import Synchronization
 
@@ -32,6 +32,8 @@ public final class RingServer: Sendable {
         public var voteTimeout: Duration = .seconds(1)
         /// How long a forwarded client request may take before it is answered 503.
         public var requestTimeout: Duration = .seconds(3)
+        /// How connections to nodes and the other ring server are made.
+        public var rpcClient = RPCClientConfiguration()
 
         public init(
             id: String, peerID: String, initialRole: RingServerEngine.InitialRole, peer: RingServerAddress,
@@ -89,7 +91,7 @@ public final class RingServer: Sendable {
         }
         self.engine = Mutex(engine)
         snapshot = Mutex(RoutingSnapshot(configuration: engine.configuration, available: [], role: engine.role, term: engine.term, partitioning: partitioning))
-        peerClient = RPCClient(host: options.peer.host, port: options.peer.port, group: engineLoop)
+        peerClient = RPCClient(host: options.peer.host, port: options.peer.port, group: engineLoop, configuration: options.rpcClient)
         rememberAddresses(of: engine.configuration)
     }
 
@@ -196,7 +198,7 @@ public final class RingServer: Sendable {
         guard let address = nodeAddresses.withLock({ $0[node] }) else { return nil }
         return nodeClients.withLock { clients in
             if let client = clients[node] { return client }
-            let client = RPCClient(host: address.host, port: Int(address.port), group: engineLoop)
+            let client = RPCClient(host: address.host, port: Int(address.port), group: engineLoop, configuration: options.rpcClient)
             clients[node] = client
             return client
         }

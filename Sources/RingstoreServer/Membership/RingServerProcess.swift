@@ -72,7 +72,7 @@ public enum RingServerProcess {
 
     /// Passes a table change to the other ring server; nil when it is not primary either or cannot be reached.
     static func forwarder(_ server: RingServer) -> @Sendable (TableChangeRequest) async throws -> TableDefinition? {
-        let client = RPCClient(host: server.options.peer.host, port: server.options.peer.port, group: server.engineLoop)
+        let client = RPCClient(host: server.options.peer.host, port: server.options.peer.port, group: server.engineLoop, configuration: server.options.rpcClient)
         return { request in
             let body = try JSONEncoder().encode(request)
             do {
