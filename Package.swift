@@ -75,6 +75,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ],
+            // The enrolment app and the dashboard: static files the ring servers serve.
+            resources: [.copy("Web")],
             swiftSettings: strictSettings
         ),
         // The Swift client library used by the CLI and by Swift programs.

@@ -1,8 +1,10 @@
 import ArgumentParser
 import Dispatch
 import Foundation
+import Logging
 import NIOCore
 import RingstoreClient
+import RingstoreServer
 
 /// `ringstore dev`: a whole cluster on this machine, as child processes on loopback,
 /// for trying Ringstore out. Ctrl-C stops every child.
@@ -24,6 +26,12 @@ struct DevCommand: AsyncParsableCommand {
     @Option(help: "Durability of the nodes' writes: always, interval:MS or never.")
     var durability: String = "always"
 
+    @Flag(help: "Do not load the enrolment app's catalogue and demo students.")
+    var noSeed = false
+
+    @Option(help: "Serve the enrolment app's pages from this folder instead of the built-in ones.")
+    var webRoot: String?
+
     func validate() throws {
         guard (1...20).contains(nodes) else { throw ValidationError("--nodes must be 1 to 20.") }
         guard (1024...(65535 - 1200)).contains(basePort) else { throw ValidationError("--base-port must leave room for the ports above it.") }
@@ -32,18 +40,31 @@ struct DevCommand: AsyncParsableCommand {
     func run() async throws {
         let folder = URL(fileURLWithPath: data).standardizedFileURL.path
         try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-        let cluster = DevCluster(folder: folder, nodeCount: nodes, basePort: basePort, durability: durability)
+        let cluster = DevCluster(
+            folder: folder, nodeCount: nodes, basePort: basePort, durability: durability,
+            webRoot: webRoot.map { URL(fileURLWithPath: $0).standardizedFileURL.path })
         let stop = DevCluster.stopSignal()
+        let control = Task {
+            let server = DevControlServer(port: cluster.controlPort) { action, process in try await cluster.control(action, process) }
+            try? await server.run(logger: Logger(label: "ringstore.dev") { _ in SwiftLogNoOpLogHandler() })
+        }
         do {
             try cluster.start()
             try await cluster.waitUntilHealthy(timeout: .seconds(60))
+            if !noSeed {
+                let endpoints = (1...2).map { Endpoint(host: "127.0.0.1", port: cluster.ringHTTPPort($0)) }
+                let seeded = try await Seeder(endpoints: endpoints).seed(students: 5000, subjects: Catalogue.subjects.count)
+                say("seeded the enrolment app: \(seeded.subjects) subjects, \(seeded.students) students (s1000001 … s1005000)")
+            }
         } catch {
+            control.cancel()
             await cluster.stopAll()
             throw error
         }
         cluster.printSummary()
         await stop.wait()
         say("\nstopping…")
+        control.cancel()
         await cluster.stopAll()
         say("stopped; data kept in \(folder)")
     }
@@ -55,23 +76,29 @@ final class DevCluster: @unchecked Sendable {
         let name: String
         let process: Process
         let httpPort: Int
+        let arguments: [String]
     }
 
     let folder: String
     let nodeCount: Int
     let basePort: Int
     let durability: String
+    let webRoot: String?
     private let lock = NSLock()
     private var children: [Child] = []
     /// The admin API's bearer token, kept in DATA/admin-token so it survives restarts.
     private(set) var adminToken = ""
 
-    init(folder: String, nodeCount: Int, basePort: Int, durability: String) {
+    init(folder: String, nodeCount: Int, basePort: Int, durability: String, webRoot: String? = nil) {
         self.folder = folder
         self.nodeCount = nodeCount
         self.basePort = basePort
         self.durability = durability
+        self.webRoot = webRoot
     }
+
+    /// Where the dashboard's process buttons arrive (through the ring servers).
+    var controlPort: Int { basePort + 79 }
 
     func nodeHTTPPort(_ index: Int) -> Int { basePort + 100 + index }
     func nodeRPCPort(_ index: Int) -> Int { basePort + 1100 + index }
@@ -97,7 +124,8 @@ final class DevCluster: @unchecked Sendable {
                 "--data", "\(folder)/rs\(index)", "--http", "127.0.0.1:\(ringHTTPPort(index))",
                 "--rpc", "127.0.0.1:\(ringRPCPort(index))", "--peer", "rs\(other)=127.0.0.1:\(ringRPCPort(other))",
                 "--initial-nodes", "\(nodeCount)", "--event-loop-threads", "1", "--admin-token", adminToken,
-            ])
+                "--dev-control", "127.0.0.1:\(controlPort)",
+            ] + (webRoot.map { ["--web-root", $0] } ?? []))
         }
         let join = (1...2).map { "127.0.0.1:\(ringRPCPort($0))" }.joined(separator: ",")
         for index in 1...nodeCount {
@@ -120,7 +148,43 @@ final class DevCluster: @unchecked Sendable {
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
-        lock.withLock { children.append(Child(name: name, process: process, httpPort: httpPort)) }
+        lock.withLock {
+            children.removeAll { $0.name == name }
+            children.append(Child(name: name, process: process, httpPort: httpPort, arguments: arguments))
+        }
+    }
+
+    /// The dashboard's process buttons: `stop` kills a process (SIGKILL, like a crash),
+    /// `start` starts a stopped one again on its data, `kill-primary` kills whichever
+    /// ring server is primary.
+    func control(_ action: String, _ name: String?) async throws -> String {
+        var target = name
+        if action == "kill-primary" {
+            let client = RingstoreHTTPClient(endpoints: (1...2).map { Endpoint(host: "127.0.0.1", port: ringHTTPPort($0)) }, timeout: .seconds(1))
+            guard let reply = try? await client.send(method: "GET", path: "/v1/cluster"),
+                  let json = try? JSONSerialization.jsonObject(with: Data(reply.body)) as? [String: Any],
+                  let primary = json["primary"] as? String
+            else { throw ValidationError("no ring server answered to say which one is primary") }
+            target = primary
+        }
+        guard let target, let child = lock.withLock({ children.first { $0.name == target } }) else {
+            throw ValidationError("there is no process named \(name ?? "?")")
+        }
+        switch action {
+        case "stop", "kill-primary":
+            guard child.process.isRunning else { return "\(target) is already stopped" }
+            // A moment later, so that this answer gets back first when it travels through the process being killed.
+            let pid = child.process.processIdentifier
+            Task {
+                try? await Task.sleep(for: .milliseconds(150))
+                kill(pid, SIGKILL)
+            }
+            return "\(target) is being killed (SIGKILL)"
+        default:
+            guard !child.process.isRunning else { return "\(target) is already running" }
+            try spawn(name: child.name, httpPort: child.httpPort, arguments: child.arguments)
+            return "\(target) was started again on its data"
+        }
     }
 
     /// Waits until every node answers and sees every other node as reachable.
@@ -172,6 +236,8 @@ final class DevCluster: @unchecked Sendable {
         say("Try:  ringstore put --url \(urls) hello world")
         say("      curl -s http://127.0.0.1:\(ringHTTPPort(1))/v1/cluster")
         say("      ringstore admin status --token-file \(folder)/admin-token")
+        say("Enrolment app:  http://127.0.0.1:\(ringHTTPPort(1))/   (sign in as s1000001)")
+        say("Dashboard:      http://127.0.0.1:\(ringHTTPPort(1))/dashboard")
         say("Press Ctrl-C to stop.")
     }
 

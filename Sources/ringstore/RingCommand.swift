@@ -50,6 +50,12 @@ struct RingCommand: AsyncParsableCommand {
     @Option(help: "Bearer token of the admin API (/v1/admin/…). Default: $RINGSTORE_ADMIN_TOKEN; without one the admin API is off.")
     var adminToken: String?
 
+    @Option(help: "Serve the enrolment app's pages from this folder instead of the built-in ones (edits show without a rebuild).")
+    var webRoot: String?
+
+    @Option(help: ArgumentHelp("The `ringstore dev` supervisor's control address, HOST:PORT, for the dashboard's process buttons.", visibility: .hidden))
+    var devControl: String?
+
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String = "info"
 
@@ -93,9 +99,11 @@ struct RingCommand: AsyncParsableCommand {
             dataDirectory: data, initialNodeCount: initialNodes, partitionCount: partitions)
         options.rpcClient = .sending(from: rpcHost)
         let token = adminToken ?? ProcessInfo.processInfo.environment["RINGSTORE_ADMIN_TOKEN"]
-        let listeners = RingServerListeners(
+        var listeners = RingServerListeners(
             httpHost: httpHost, httpPort: httpPort, rpcHost: rpcHost, rpcPort: rpcPort, maxValueBytes: maxValueBytes,
             adminToken: token.flatMap { $0.isEmpty ? nil : $0 })
+        listeners.webRoot = webRoot
+        listeners.devControl = devControl
         do {
             try await RingServerProcess.run(options, listeners: listeners, registry: ServerMetrics.bootstrapPrometheus(), logger: logger) { boundHTTP, boundRPC in
                 FileHandle.standardOutput.write(Data("ringstore ring \(id) listening on http://\(httpHost):\(boundHTTP) rpc=\(rpcHost):\(boundRPC) data=\(data)\n".utf8))

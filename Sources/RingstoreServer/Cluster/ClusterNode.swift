@@ -152,8 +152,12 @@ public final class ClusterNode: Sendable {
         ready.store(false, ordering: .releasing)
     }
 
+    /// Client operations this node has run (eventual and linearizable), for the dashboard.
+    let operationsServed = Atomic<UInt64>(0)
+
     /// Runs a client operation with this node as coordinator (or forwarder).
     public func run(_ operation: ClientOperation) async -> ClientResult {
+        operationsServed.add(1, ordering: .relaxed)
         let token = nextToken.wrappingAdd(1, ordering: .relaxed).newValue
         return await withCheckedContinuation { continuation in
             pendingClients.withLock { $0[token] = continuation }

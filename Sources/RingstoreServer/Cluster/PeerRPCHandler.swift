@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import RingstoreRPC
 import RingstoreCore
+import RingstoreStorage
 import Synchronization
 
 /// Message types of the catalogue, which travel beside the data path's.
@@ -35,7 +36,8 @@ struct PeerRPCHandler: RPCHandler {
         }
         if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop
             || request.messageType == PartitionPages.request || request.messageType == LinearizableRequest.type
-            || request.messageType == AntiEntropyWire.request || request.messageType == AntiEntropyWire.repairNow {
+            || request.messageType == AntiEntropyWire.request || request.messageType == AntiEntropyWire.repairNow
+            || request.messageType == NodeStatsWire.request {
             return .detach
         }
         if CASPaxosMessage.typeRange.contains(request.messageType) {
@@ -77,6 +79,10 @@ struct PeerRPCHandler: RPCHandler {
 
     func handle(_ request: RPCMessage, context: RPCRequestContext) async throws -> RPCMessage {
         switch request.messageType {
+        case NodeStatsWire.request:
+            let hints = node.membership.hints
+            let json = "{\"keys\":\(node.storage.statistics.keys),\"hints\":\(hints),\"operations\":\(node.operationsServed.load(ordering: .relaxed))}"
+            return RPCMessage(messageType: NodeStatsWire.reply, body: ByteBuffer(string: json))
         case AntiEntropyWire.request:
             do {
                 return try antiEntropy.answer(request)

@@ -33,6 +33,7 @@ final class NodeLinearizableService: LinearizableService {
     func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
         let item = ItemKey(table: table.name, key: key, partitioning: partitioning)
         let request = LinearizableRequest(key: item, replicaCount: table.n, change: change)
+        node?.operationsServed.add(1, ordering: .relaxed)
         guard let node, let leader = leader(of: request, in: node), leader != node.id, let client = node.client(for: leader) else {
             return await engine.run(request)
         }

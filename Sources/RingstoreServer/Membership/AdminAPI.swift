@@ -5,18 +5,53 @@ import NIOCore
 import RingstoreCore
 import RingstoreRPC
 
-/// A ring server's HTTP surface: `/v1/admin/…` (bearer token) in front of the client API.
+/// A ring server's HTTP surface: `/v1/admin/…` (bearer token), the enrolment app's
+/// pages and API (`/`, `/dashboard`, `/assets/…`, `/app/v1/…`), and the client API.
+///
+/// The app's and the client API's answers allow any origin (CORS), so that a page
+/// loaded from one ring server can fail over to the other.
 public struct RingServerResponder: HTTPResponder {
     public typealias Context = BasicRequestContext
 
     let api: NodeHTTPAPI
     let admin: AdminAPI
+    let app: AppAPI
+    let web: WebFiles
+    /// Timings of the requests answered, for the dashboard.
+    let window: RequestWindow
 
     public func respond(to request: Request, context: Context) async throws -> Response {
-        if request.uri.path == "/v1/admin" || request.uri.path.hasPrefix("/v1/admin/") {
+        let path = request.uri.path
+        let started = ContinuousClock.now
+        defer { if !WebFiles.serves(path) { window.record(ContinuousClock.now - started) } }
+        if path == "/v1/admin" || path.hasPrefix("/v1/admin/") {
             return await admin.respond(to: request)
         }
-        return try await api.respond(to: request, context: context)
+        if WebFiles.serves(path) {
+            do { return try web.response(for: request) } catch { return NodeHTTPAPI.errorResponse(error) }
+        }
+        let crossOrigin = path.hasPrefix("/app/") || path.hasPrefix("/v1/")
+        if crossOrigin && request.method == .options {
+            var response = Response(status: .noContent)
+            Self.allowCrossOrigin(&response.headers)
+            response.headers[.accessControlAllowMethods] = "GET, HEAD, PUT, POST, DELETE, OPTIONS"
+            response.headers[.accessControlAllowHeaders] = "Content-Type, If-Match, If-None-Match, X-Ringstore-Context"
+            response.headers[.accessControlMaxAge] = "600"
+            return response
+        }
+        var response: Response
+        if path == "/app" || path.hasPrefix("/app/") {
+            response = await app.respond(to: request)
+        } else {
+            response = try await api.respond(to: request, context: context)
+        }
+        if crossOrigin { Self.allowCrossOrigin(&response.headers) }
+        return response
+    }
+
+    static func allowCrossOrigin(_ headers: inout HTTPFields) {
+        headers[.accessControlAllowOrigin] = "*"
+        headers[.accessControlExposeHeaders] = "ETag, Retry-After, X-Ringstore-Context, X-Ringstore-Kind"
     }
 }
 

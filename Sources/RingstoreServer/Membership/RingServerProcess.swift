@@ -18,6 +18,10 @@ public struct RingServerListeners: Sendable {
     public var maxValueBytes: Int
     /// The bearer token of `/v1/admin/…`; nil turns the admin API off.
     public var adminToken: String?
+    /// A folder to serve the app's pages from instead of the built-in ones.
+    public var webRoot: String?
+    /// The `ringstore dev` supervisor's control address (`host:port`), for the dashboard's process buttons.
+    public var devControl: String?
 
     public init(httpHost: String, httpPort: Int, rpcHost: String, rpcPort: Int, maxValueBytes: Int, adminToken: String? = nil) {
         self.adminToken = adminToken
@@ -56,8 +60,16 @@ public enum RingServerProcess {
             let uptime = (ContinuousClock.now - started).components.seconds
             return "{\"status\":\"ok\",\"role\":\"ring\",\"ring_server\":\(JSONText.quote(options.id)),\"ring_role\":\"\(routing.role.label)\",\"term\":\(routing.term),\"formed\":\(routing.configuration.ring != nil),\"uptime_seconds\":\(uptime)}"
         }
+        let kv = RoutingKeyValueService(server: server)
+        let window = RequestWindow()
+        let appAPI = AppAPI(
+            enrolment: EnrolmentAPI(tables: tables, kv: kv, linearizable: RoutingLinearizableService(server: server)),
+            dashboard: DashboardAPI(server: server, window: window, devControl: listeners.devControl))
+        let responder = RingServerResponder(
+            api: api, admin: AdminAPI(server: server, token: listeners.adminToken), app: appAPI, web: WebFiles(webRoot: listeners.webRoot),
+            window: window)
         let app = Application(
-            responder: RingServerResponder(api: api, admin: AdminAPI(server: server, token: listeners.adminToken)),
+            responder: responder,
             configuration: ApplicationConfiguration(address: .hostname(listeners.httpHost, port: listeners.httpPort), serverName: nil),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? listeners.httpPort, rpcPort) },
             logger: logger)

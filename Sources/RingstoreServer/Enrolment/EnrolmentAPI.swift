@@ -1,0 +1,297 @@
+import Foundation
+import Hummingbird
+import HTTPTypes
+import NIOCore
+import RingstoreCore
+import Synchronization
+
+/// A subject of the catalogue.
+public struct Subject: Codable, Sendable, Equatable {
+    public var code: String
+    public var title: String
+    public var term: String
+    /// Mon, Tue, Wed, Thu or Fri.
+    public var day: String
+    /// "HH:MM", 24-hour.
+    public var start: String
+    public var end: String
+    public var capacity: Int
+
+    public init(code: String, title: String, term: String, day: String, start: String, end: String, capacity: Int) {
+        self.code = code
+        self.title = title
+        self.term = term
+        self.day = day
+        self.start = start
+        self.end = end
+        self.capacity = capacity
+    }
+
+    /// Minutes since midnight.
+    static func minutes(_ time: String) -> Int {
+        let parts = time.split(separator: ":").compactMap { Int($0) }
+        return parts.count == 2 ? parts[0] * 60 + parts[1] : 0
+    }
+
+    /// Whether two subjects meet at overlapping times on the same day of the same term.
+    func clashes(with other: Subject) -> Bool {
+        term == other.term && day == other.day
+            && Self.minutes(start) < Self.minutes(other.end) && Self.minutes(other.start) < Self.minutes(end)
+    }
+}
+
+/// A student of the demo list.
+public struct Student: Codable, Sendable, Equatable {
+    public var id: String
+    public var name: String
+    public var program: String
+
+    public init(id: String, name: String, program: String) {
+        self.id = id
+        self.name = name
+        self.program = program
+    }
+
+    /// `s` and seven digits.
+    public static func isValidID(_ id: String) -> Bool {
+        id.utf8.count == 8 && id.first == "s" && id.dropFirst().allSatisfy { $0.isASCII && $0.isNumber }
+    }
+}
+
+/// Where the enrolment app keeps its data, in three tables:
+/// - `catalog` (eventual): key `subjects`, the catalogue as a JSON array;
+/// - `students` (eventual): one JSON record per student id;
+/// - `enrolment` (linearizable): `roster/{code}`, the set of student ids enrolled
+///   in a subject, capped at its capacity (the cap is what makes overselling
+///   impossible), and `student/{id}`, the set of subject codes a student is in.
+public enum EnrolmentTables {
+    public static let catalog = "catalog"
+    public static let students = "students"
+    public static let enrolment = "enrolment"
+    public static let catalogKey = "subjects"
+    /// The most subjects one student may hold.
+    public static let subjectsPerStudentMax = 12
+
+    public static func rosterKey(_ code: String) -> String { "roster/\(code)" }
+    public static func studentKey(_ id: String) -> String { "student/\(id)" }
+}
+
+/// The enrolment app's JSON API (`/app/v1/…`), served by the ring servers on top of
+/// the cluster's own data paths.
+///
+/// Enrolling adds the student to the subject's roster set with the subject's
+/// capacity as cap (a linearizable set add: it refuses with `set_full` rather than
+/// oversell), then adds the subject to the student's own set. Both steps are
+/// idempotent, so an enrolment whose answer was lost can be sent again. Dropping
+/// removes from the roster first (freeing the seat), then from the student's set.
+/// Seat numbers are linearizable reads of the rosters: never stale.
+final class EnrolmentAPI: Sendable {
+    let tables: any TableDirectory
+    let kv: any KeyValueService
+    let linearizable: any LinearizableService
+    private let catalogCache = Mutex<(subjects: [Subject], read: ContinuousClock.Instant)?>(nil)
+    private let knownStudents = Mutex<[String: Student]>([:])
+    /// How long the catalogue (not the seat numbers) is kept between reads.
+    static let catalogTTL: Duration = .seconds(5)
+
+    init(tables: any TableDirectory, kv: any KeyValueService, linearizable: any LinearizableService) {
+        self.tables = tables
+        self.kv = kv
+        self.linearizable = linearizable
+    }
+
+    func respond(to request: Request) async throws -> Response {
+        let segments = request.uri.path.split(separator: "/", omittingEmptySubsequences: false).dropFirst(3).map(String.init)
+        switch (segments.first ?? "", segments.count) {
+        case ("subjects", 1):
+            try expect([.get], request)
+            let subjects = try await catalogue()
+            let seated = try await withSeats(subjects)
+            return NodeHTTPAPI.jsonResponse(.ok, "{\"subjects\":[\(seated.joined(separator: ","))]}")
+        case ("students", 2):
+            try expect([.get], request)
+            let student = try await student(segments[1])
+            return NodeHTTPAPI.jsonResponse(.ok, try Self.json(student))
+        case ("students", 3) where segments[2] == "enrolments":
+            try expect([.get], request)
+            let student = try await student(segments[1])
+            let codes = try await enrolledCodes(of: student.id)
+            let subjects = try await catalogue().filter { codes.contains($0.code) }
+            let seated = try await withSeats(subjects)
+            return NodeHTTPAPI.jsonResponse(.ok, "{\"student\":\(JSONText.quote(student.id)),\"subjects\":[\(seated.joined(separator: ","))]}")
+        case ("students", 4) where segments[2] == "enrolments":
+            try expect([.post, .delete], request)
+            let student = try await student(segments[1])
+            let code = segments[3].removingPercentEncoding ?? segments[3]
+            guard let subject = try await catalogue().first(where: { $0.code == code }) else {
+                throw APIError(.notFound, code: "subject_not_found", message: "There is no subject \(code) in the catalogue.")
+            }
+            if request.method == .post {
+                return try await enrol(student, in: subject)
+            }
+            return try await drop(student, from: subject)
+        default:
+            throw APIError.routeNotFound(request.uri.path)
+        }
+    }
+
+    private func expect(_ methods: [HTTPRequest.Method], _ request: Request) throws(APIError) {
+        guard methods.contains(request.method) else {
+            throw .methodNotAllowed(request.method, path: request.uri.path, allowed: methods)
+        }
+    }
+
+    // MARK: Enrol and drop
+
+    private func enrol(_ student: Student, in subject: Subject) async throws -> Response {
+        let codes = try await enrolledCodes(of: student.id)
+        if codes.contains(subject.code) {
+            throw APIError(.conflict, code: "already_enrolled", message: "You are already enrolled in \(subject.code) \(subject.title).")
+        }
+        let catalogue = try await catalogue()
+        if let clash = catalogue.first(where: { codes.contains($0.code) && $0.clashes(with: subject) }) {
+            throw APIError(.conflict, code: "timetable_clash",
+                           message: "\(subject.code) meets \(subject.day) \(subject.start)–\(subject.end), at the same time as \(clash.code) \(clash.title) (\(clash.day) \(clash.start)–\(clash.end)).",
+                           extraJSON: ",\"clash_with\":\(try Self.json(clash))")
+        }
+        guard codes.count < EnrolmentTables.subjectsPerStudentMax else {
+            throw APIError(.conflict, code: "too_many_subjects", message: "A student may hold at most \(EnrolmentTables.subjectsPerStudentMax) subjects.")
+        }
+        // The seat: the roster's cap refuses the student one past capacity.
+        switch try await change(EnrolmentTables.rosterKey(subject.code), .setAdd(member: student.id, cap: subject.capacity)) {
+        case .applied:
+            break
+        case .refused(.setFull(let count, _), _):
+            throw APIError(.conflict, code: "subject_full", message: "\(subject.code) is full: all \(subject.capacity) seats are taken.",
+                           extraJSON: ",\"capacity\":\(subject.capacity),\"enrolled\":\(count)")
+        case .refused(let reason, _):
+            throw APIError.internalError("The roster of \(subject.code) refused the enrolment: \(reason).")
+        case .failed(let failure, let message):
+            throw Self.unavailable(failure, message)
+        }
+        // The student's own list. Retried a few times here: the seat is already held.
+        var last: APIError?
+        for attempt in 0..<3 {
+            switch try await change(EnrolmentTables.studentKey(student.id), .setAdd(member: subject.code, cap: EnrolmentTables.subjectsPerStudentMax)) {
+            case .applied:
+                return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"enrolled\",\"subject\":\(try await withSeats([subject])[0])}")
+            case .refused(let reason, _):
+                throw APIError.internalError("The timetable of \(student.id) refused \(subject.code): \(reason).")
+            case .failed(_, let message):
+                last = Self.unavailable(.outcomeUnknown, "the seat in \(subject.code) is held, but the timetable could not be updated (\(message)); send the enrolment again to finish it")
+                try? await Task.sleep(for: .milliseconds(100 << attempt))
+            }
+        }
+        throw last!
+    }
+
+    private func drop(_ student: Student, from subject: Subject) async throws -> Response {
+        let codes = try await enrolledCodes(of: student.id)
+        if !codes.contains(subject.code) {
+            // A drop cut off between its two steps leaves the roster alone holding the student.
+            let roster = try await members(EnrolmentTables.rosterKey(subject.code))
+            guard roster.contains(student.id) else {
+                throw APIError(.conflict, code: "not_enrolled", message: "You are not enrolled in \(subject.code) \(subject.title).")
+            }
+        }
+        for (key, member) in [(EnrolmentTables.rosterKey(subject.code), student.id), (EnrolmentTables.studentKey(student.id), subject.code)] {
+            switch try await change(key, .setRemove(member: member)) {
+            case .applied: continue
+            case .refused(let reason, _): throw APIError.internalError("Dropping \(subject.code) was refused: \(reason).")
+            case .failed(let failure, let message): throw Self.unavailable(failure, message)
+            }
+        }
+        return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"dropped\",\"subject\":\(try await withSeats([subject])[0])}")
+    }
+
+    // MARK: Data
+
+    private func table(_ name: String) throws(APIError) -> TableDefinition {
+        guard let table = tables.table(named: name) else {
+            throw APIError.unavailable(code: "not_seeded", message: "The enrolment data is not loaded (table '\(name)' is missing); run `ringstore seed`.")
+        }
+        return table
+    }
+
+    private func change(_ key: String, _ change: LinearizableChange) async throws -> LinearizableAnswer {
+        try await linearizable.run(table: try table(EnrolmentTables.enrolment), key: Array(key.utf8), change: change)
+    }
+
+    /// The members of a set key (empty when absent), read linearizably.
+    private func members(_ key: String) async throws -> [String] {
+        switch try await change(key, .read) {
+        case .applied(let value):
+            guard let value, case .set(let members) = value.content else { return [] }
+            return members
+        case .refused(let reason, _):
+            throw APIError.internalError("Reading \(key) was refused: \(reason).")
+        case .failed(let failure, let message):
+            throw Self.unavailable(failure.isNotApplied ? failure : .noQuorum, message)
+        }
+    }
+
+    private func enrolledCodes(of student: String) async throws -> Set<String> {
+        Set(try await members(EnrolmentTables.studentKey(student)))
+    }
+
+    /// Every subject as JSON with its seats taken and left, read concurrently.
+    private func withSeats(_ subjects: [Subject]) async throws -> [String] {
+        let counts = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
+            for (index, subject) in subjects.enumerated() {
+                group.addTask { (index, try await self.members(EnrolmentTables.rosterKey(subject.code)).count) }
+            }
+            var counts = Array(repeating: 0, count: subjects.count)
+            for try await (index, count) in group { counts[index] = count }
+            return counts
+        }
+        return try zip(subjects, counts).map { subject, enrolled in
+            var json = try Self.json(subject)
+            json.removeLast()
+            return json + ",\"enrolled\":\(enrolled),\"seats_left\":\(max(0, subject.capacity - enrolled))}"
+        }
+    }
+
+    func catalogue() async throws -> [Subject] {
+        if let cached = catalogCache.withLock({ $0 }), ContinuousClock.now - cached.read < Self.catalogTTL { return cached.subjects }
+        let result = try await kv.get(table: try table(EnrolmentTables.catalog), key: Array(EnrolmentTables.catalogKey.utf8), r: nil)
+        guard case .found(let object) = result, let bytes = object.values.first(where: { !$0.isTombstone })?.data else {
+            throw APIError.unavailable(code: "not_seeded", message: "The catalogue is empty; run `ringstore seed`.")
+        }
+        let subjects = try JSONDecoder().decode([Subject].self, from: Data(bytes))
+        catalogCache.withLock { $0 = (subjects, ContinuousClock.now) }
+        return subjects
+    }
+
+    private func student(_ raw: String) async throws -> Student {
+        let id = raw.removingPercentEncoding ?? raw
+        guard Student.isValidID(id) else {
+            throw APIError(.badRequest, code: "invalid_student_id", message: "'\(id)' is not a student id: an id is s followed by seven digits, like s1000001.")
+        }
+        if let known = knownStudents.withLock({ $0[id] }) { return known }
+        let result = try await kv.get(table: try table(EnrolmentTables.students), key: Array(id.utf8), r: nil)
+        guard case .found(let object) = result, let bytes = object.values.first(where: { !$0.isTombstone })?.data,
+              let student = try? JSONDecoder().decode(Student.self, from: Data(bytes))
+        else {
+            throw APIError(.notFound, code: "student_not_found", message: "There is no student \(id).")
+        }
+        knownStudents.withLock { known in
+            if known.count > 100_000 { known.removeAll() }
+            known[id] = student
+        }
+        return student
+    }
+
+    // MARK: JSON
+
+    static func json(_ value: some Encodable) throws -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        return String(decoding: try encoder.encode(value), as: UTF8.self)
+    }
+
+    static func unavailable(_ failure: LinearizableFailure, _ message: String) -> APIError {
+        var error = NodeHTTPAPI.unavailableError(failure, message: message)
+        error.code = "unavailable"
+        return error
+    }
+}
