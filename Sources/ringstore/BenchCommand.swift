@@ -5,6 +5,6 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Ringstore.",
-        subcommands: [StorageBenchCommand.self, StorageReopenCommand.self, HTTPBaselineCommand.self, ClientBenchCommand.self]
+        subcommands: [StorageBenchCommand.self, StorageReopenCommand.self, HTTPBaselineCommand.self, ClientBenchCommand.self, RushBenchCommand.self]
     )
 }

@@ -143,3 +143,24 @@ struct CASPaxosTimeoutTests {
         #expect(proposer.timedOut() == [.reply(.conflict(higherBallot: ballot(8, 2), outcomeUnknown: false))])
     }
 }
+
+@Suite("Linearizable batches")
+struct LinearizableBatchTests {
+    // Proves a batch applies its changes in order, each to what the previous left, and tells each its own outcome.
+    @Test func outcomesInOrder() throws {
+        let batch = LinearizableChange.batch([
+            .setAdd(member: "a", cap: 2), .setAdd(member: "b", cap: 2), .setAdd(member: "c", cap: 2), .read, .setRemove(member: "a"),
+        ])
+        let outcomes = batch.outcomes(from: nil)
+        let one = LinearizableValue(version: 1, content: .set(["a"]))
+        let two = LinearizableValue(version: 2, content: .set(["a", "b"]))
+        let three = LinearizableValue(version: 3, content: .set(["b"]))
+        #expect(outcomes == [.applied(one), .applied(two), .refused(.setFull(count: 2, cap: 2), current: two), .applied(two), .applied(three)])
+        #expect(batch.apply(to: nil) == .applied(three))
+        #expect(!batch.isRead && batch.isIdempotent)
+        #expect(LinearizableChange.batch([.read, .read]).isRead)
+        #expect(!LinearizableChange.batch([.read, .counterAdd(delta: 1, min: 0, max: 9)]).isIdempotent)
+        let request = LinearizableRequest(key: key, replicaCount: 3, change: batch)
+        #expect(try LinearizableRequest(decoding: request.encode()) == request)
+    }
+}

@@ -79,6 +79,10 @@ public struct CASPaxosProposer: Sendable {
     public let quorum: Int
     var fault: Fault
     private var state: State = .idle
+    /// The value the change was applied to (the highest accepted among a majority of
+    /// promises), once the accept phase began; `.none` before. With a batch, the shell
+    /// replays the changes from it to tell each its own outcome.
+    public private(set) var found: LinearizableValue??
 
     /// Creates an operation; `replicas` MUST be the key's distinct home replicas.
     public init(key: ItemKey, change: LinearizableChange, replicas: [NodeID], ballot: Ballot, timeout: Duration) {
@@ -231,6 +235,7 @@ public struct CASPaxosProposer: Sendable {
             proposed = found
             answer = .refused(reason, current: found)
         }
+        found = .some(current)
         let changes = proposed != current
         state = .accepting(proposed: proposed, answer: answer, changes: changes, accepted: [], rejected: [], highest: nil)
         return replicas.map { .send(.accept(key, ballot: ballot, value: proposed), to: $0) }

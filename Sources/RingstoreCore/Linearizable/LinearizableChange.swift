@@ -63,9 +63,28 @@ public enum LinearizableChange: Hashable, Sendable {
     case setAdd(member: String, cap: Int)
     /// Removes a member from a set. Removing a member not present changes nothing.
     case setRemove(member: String)
+    /// Several changes applied one after another in one operation, each to the value
+    /// the previous one left (a refused change leaves it as it was). The outcome of
+    /// each is `outcomes(from:)` of the value the batch started from.
+    indirect case batch([LinearizableChange])
 
-    /// Whether the change can alter a value; a read cannot.
-    public var isRead: Bool { self == .read }
+    /// Whether the change can alter a value; a read (or a batch of reads) cannot.
+    public var isRead: Bool {
+        if case .batch(let changes) = self { return changes.allSatisfy(\.isRead) }
+        return self == .read
+    }
+
+    /// The outcome of each change of a batch applied from `start`, in order; for any
+    /// other change, its own outcome.
+    public func outcomes(from start: LinearizableValue?) -> [LinearizableOutcome] {
+        guard case .batch(let changes) = self else { return [apply(to: start)] }
+        var value = start
+        return changes.map { change in
+            let outcome = change.apply(to: value)
+            if case .applied(let next) = outcome { value = next }
+            return outcome
+        }
+    }
 
     /// Applies the change to `current`. The version grows by one exactly when the
     /// value changes.
@@ -79,6 +98,12 @@ public enum LinearizableChange: Hashable, Sendable {
             .refused(reason, current: current)
         }
         switch self {
+        case .batch:
+            var value = current
+            for outcome in outcomes(from: current) {
+                if case .applied(let next) = outcome { value = next }
+            }
+            return .applied(value)
         case .read:
             return .applied(current)
         case .put(let contentType, let data, let precondition):

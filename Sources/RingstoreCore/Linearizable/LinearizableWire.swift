@@ -240,6 +240,9 @@ extension LinearizablePrecondition {
 }
 
 extension LinearizableChange {
+    /// The most changes one batch holds.
+    public static let batchMax = 256
+
     /// A tag byte (1 read, 2 put, 3 delete, 4 counter add, 5 set add, 6 set remove), then the fields.
     func encode(into writer: inout ByteWriter) {
         switch self {
@@ -263,6 +266,10 @@ extension LinearizableChange {
         case .setRemove(let member):
             writer.writeUInt8(6)
             writer.writeString(member)
+        case .batch(let changes):
+            writer.writeUInt8(7)
+            writer.writeVarint(UInt64(changes.count))
+            for change in changes { change.encode(into: &writer) }
         }
     }
 
@@ -289,6 +296,16 @@ extension LinearizableChange {
             self = .setAdd(member: member, cap: Int(cap))
         case 6:
             self = .setRemove(member: try reader.readString())
+        case 7:
+            let count = try reader.readCount(elementBytesMin: 1)
+            guard count <= LinearizableChange.batchMax else { throw DecodeError("a batch of \(count) changes exceeds \(LinearizableChange.batchMax)") }
+            var changes: [LinearizableChange] = []
+            for _ in 0..<count {
+                let change = try LinearizableChange(from: &reader)
+                if case .batch = change { throw DecodeError("a batch inside a batch") }
+                changes.append(change)
+            }
+            self = .batch(changes)
         case let other:
             throw DecodeError("unknown linearizable change \(other)")
         }
@@ -299,6 +316,7 @@ extension LinearizableChange {
     /// reads, set additions and removals, and puts and deletes without a precondition.
     public var isIdempotent: Bool {
         switch self {
+        case .batch(let changes): changes.allSatisfy(\.isIdempotent)
         case .read, .setAdd, .setRemove: true
         case .put(_, _, let precondition), .delete(let precondition): precondition == .none
         case .counterAdd: false

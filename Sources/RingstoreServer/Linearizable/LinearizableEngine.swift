@@ -51,7 +51,7 @@ final class LinearizableEngine: Sendable {
     let settings: Settings
     let logger: Logger
     private let ballots: Mutex<BallotGenerator>
-    private let keyQueues = KeyQueues()
+    private let batches = KeyBatches()
     private let random = Mutex(SplitMixGenerator(seed: UInt64.random(in: 0...UInt64.max)))
     private let metrics = LinearizableMetrics()
 
@@ -101,13 +101,52 @@ final class LinearizableEngine: Sendable {
     /// Runs a linearizable operation with this node as proposer. Operations on one
     /// key run one after another on a node, so that they never compete for ballots
     /// with each other (a competing ballot can leave a change's outcome unknown).
+    ///
+    /// Operations that arrive while one is running on their key are batched: the
+    /// next attempt applies all of them in arrival order under one ballot, each to
+    /// the value the previous one left, and each gets its own outcome. A hot key (a
+    /// popular subject's roster) then costs one round of CASPaxos per batch, not per
+    /// operation.
     func run(_ request: LinearizableRequest) async -> LinearizableAnswer {
-        await keyQueues.acquire(request.key)
-        defer { keyQueues.release(request.key) }
-        return await propose(request)
+        await withCheckedContinuation { continuation in
+            if batches.enqueue(request, continuation) {
+                Task { await drive(request.key) }
+            }
+        }
     }
 
-    private func propose(_ request: LinearizableRequest) async -> LinearizableAnswer {
+    /// Runs the batches of one key until its queue is empty.
+    private func drive(_ key: ItemKey) async {
+        while let waiting = batches.take(key) {
+            let changes = waiting.map(\.request.change)
+            let request = LinearizableRequest(
+                key: key, replicaCount: waiting[0].request.replicaCount, change: changes.count == 1 ? changes[0] : .batch(changes))
+            let (answer, found) = await propose(request)
+            let answers: [LinearizableAnswer]
+            switch answer {
+            case .applied where changes.count > 1:
+                guard case .some(let start) = found else {
+                    answers = Array(repeating: .failed(.noQuorum, message: "internal inconsistency: a batch was applied without the value it started from"), count: changes.count)
+                    break
+                }
+                answers = request.change.outcomes(from: start).map { outcome in
+                    switch outcome {
+                    case .applied(let value): .applied(value)
+                    case .refused(let reason, let current): .refused(reason, current: current)
+                    }
+                }
+            case .failed(.outcomeUnknown, let message) where changes.count > 1:
+                // A read in a batch whose outcome is unknown changed nothing: it was not applied.
+                answers = changes.map { $0.isRead ? .failed(.noQuorum, message: message) : answer }
+            default:
+                answers = Array(repeating: answer, count: changes.count)
+            }
+            for (waiter, answer) in zip(waiting, answers) { waiter.continuation.resume(returning: answer) }
+            metrics.batchSize.record(changes.count)
+        }
+    }
+
+    private func propose(_ request: LinearizableRequest) async -> (LinearizableAnswer, found: LinearizableValue??) {
         let started = ContinuousClock.now
         let deadline = started + settings.operationTimeout
         var attempt = 0
@@ -116,7 +155,7 @@ final class LinearizableEngine: Sendable {
         while true {
             attempt += 1
             guard let placement = network.placement(of: request.key, replicaCount: request.replicaCount) else {
-                return .failed(.notReady, message: "this node has no ring yet (the cluster has not formed, or the node left it)")
+                return (.failed(.notReady, message: "this node has no ring yet (the cluster has not formed, or the node left it)"), .none)
             }
             if placement.moving {
                 lastFailure = (.partitionMoving, "the key's partition is moving to other nodes; linearizable operations on it resume when the new ring takes effect")
@@ -125,20 +164,20 @@ final class LinearizableEngine: Sendable {
                 switch outcome.result {
                 case .applied(let value):
                     metrics.applied.increment()
-                    return .applied(value)
+                    return (.applied(value), outcome.found)
                 case .refused(let reason, let current):
                     metrics.refused.increment()
-                    return .refused(reason, current: current)
+                    return (.refused(reason, current: current), outcome.found)
                 case .conflict(let higher, let unknown):
                     ballots.withLock { $0.observe(higher) }
                     metrics.conflicts.increment()
                     if unknown && !request.change.isIdempotent {
-                        return unknownOutcome("an acceptor promised a higher ballot while the change was being accepted")
+                        return (unknownOutcome("an acceptor promised a higher ballot while the change was being accepted"), .none)
                     }
                     lastFailure = (.noQuorum, "other coordinators kept winning the key (contention)")
                 case .unavailable(let have, let need, let unknown):
                     if unknown && !request.change.isIdempotent {
-                        return unknownOutcome("only \(have) of the \(need) replicas needed confirmed the change")
+                        return (unknownOutcome("only \(have) of the \(need) replicas needed confirmed the change"), .none)
                     }
                     if outcome.sawMoving {
                         lastFailure = (.partitionMoving, "the key's partition is moving to other nodes; linearizable operations on it resume when the new ring takes effect")
@@ -150,7 +189,7 @@ final class LinearizableEngine: Sendable {
             let backoff = Duration.milliseconds(random.withLock { Int($0.next() % UInt64(min(200, 5 << min(attempt, 6)))) } + 1)
             guard ContinuousClock.now + backoff < deadline else {
                 metrics.failed.increment()
-                return .failed(lastFailure.0, message: lastFailure.1)
+                return (.failed(lastFailure.0, message: lastFailure.1), .none)
             }
             try? await Task.sleep(for: backoff)
         }
@@ -207,6 +246,8 @@ final class LinearizableEngine: Sendable {
 private struct AttemptOutcome: Sendable {
     var result: CASPaxosResult
     var sawMoving: Bool
+    /// The value the change was applied to, once the accept phase began.
+    var found: LinearizableValue??
 }
 
 /// One attempt's proposer and the task waiting for its answer.
@@ -236,43 +277,50 @@ private final class Attempt: Sendable {
 
     /// Resumes the waiting task once.
     func finish(_ result: CASPaxosResult) {
-        let (continuation, moving) = state.withLock { state in
+        let (continuation, moving, found) = state.withLock { state in
             defer { state.continuation = nil }
-            return (state.continuation, state.sawMoving)
+            return (state.continuation, state.sawMoving, state.proposer.found)
         }
-        continuation?.resume(returning: AttemptOutcome(result: result, sawMoving: moving))
+        continuation?.resume(returning: AttemptOutcome(result: result, sawMoving: moving, found: found))
     }
 }
 
-/// One turn at a time per key: `acquire` suspends while another operation on the
-/// key runs; `release` hands the turn to the next waiter in arrival order.
-final class KeyQueues: Sendable {
-    private let waiting = Mutex<[ItemKey: [CheckedContinuation<Void, Never>]]>([:])
+/// The operations waiting on each key, and whether a batch of the key is running.
+final class KeyBatches: Sendable {
+    struct Waiter: Sendable {
+        let request: LinearizableRequest
+        let continuation: CheckedContinuation<LinearizableAnswer, Never>
+    }
 
-    func acquire(_ key: ItemKey) async {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let mine = waiting.withLock { waiting -> Bool in
-                if waiting[key] == nil {
-                    waiting[key] = []
-                    return true
-                }
-                waiting[key]!.append(continuation)
-                return false
-            }
-            if mine { continuation.resume() }
+    private struct Queue {
+        var waiting: [Waiter] = []
+    }
+
+    /// Keys with a running driver, and what waits for their next batch.
+    private let queues = Mutex<[ItemKey: Queue]>([:])
+
+    /// Queues an operation; true when no batch of the key is running, so the caller
+    /// must start a driver.
+    func enqueue(_ request: LinearizableRequest, _ continuation: CheckedContinuation<LinearizableAnswer, Never>) -> Bool {
+        queues.withLock { queues in
+            let start = queues[request.key] == nil
+            queues[request.key, default: Queue()].waiting.append(Waiter(request: request, continuation: continuation))
+            return start
         }
     }
 
-    func release(_ key: ItemKey) {
-        let next = waiting.withLock { waiting -> CheckedContinuation<Void, Never>? in
-            guard var queue = waiting[key], !queue.isEmpty else {
-                waiting[key] = nil
+    /// The next batch of a key (at most `LinearizableChange.batchMax`), or nil when
+    /// nothing waits, which ends the key's driver.
+    func take(_ key: ItemKey) -> [Waiter]? {
+        queues.withLock { queues in
+            guard var queue = queues[key], !queue.waiting.isEmpty else {
+                queues[key] = nil
                 return nil
             }
-            let next = queue.removeFirst()
-            waiting[key] = queue
-            return next
+            let batch = Array(queue.waiting.prefix(LinearizableChange.batchMax))
+            queue.waiting.removeFirst(batch.count)
+            queues[key] = queue
+            return batch
         }
-        next?.resume()
     }
 }

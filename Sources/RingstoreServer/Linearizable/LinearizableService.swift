@@ -131,4 +131,5 @@ struct LinearizableMetrics: Sendable {
     let failed = CoreMetrics.Counter(label: "ringstore_linearizable_not_applied_total")
     let placementRefusals = CoreMetrics.Counter(label: "ringstore_linearizable_placement_refusals_total")
     let latency = CoreMetrics.Timer(label: "ringstore_linearizable_operation_seconds")
+    let batchSize = CoreMetrics.Recorder(label: "ringstore_linearizable_batch_size")
 }
