@@ -164,3 +164,23 @@ struct LinearizableBatchTests {
         #expect(try LinearizableRequest(decoding: request.encode()) == request)
     }
 }
+
+@Suite("One-round reads")
+struct CASPaxosPeekTests {
+    // Proves a peek read agrees only when a majority holds the same accepted ballot, and that its messages survive encoding.
+    @Test func agreement() throws {
+        let five = CASPaxosAcceptedValue(ballot: ballot(5), value: counter(2, 7))
+        let four = CASPaxosAcceptedValue(ballot: ballot(4), value: counter(1, 8))
+        #expect(CASPaxosPeek.agreedValue([five, five], quorum: 2) == .some(counter(2, 7)))
+        #expect(CASPaxosPeek.agreedValue([five, four, five], quorum: 2) == .some(counter(2, 7)))
+        #expect(CASPaxosPeek.agreedValue([five, four], quorum: 2) == .none)
+        #expect(CASPaxosPeek.agreedValue([nil, nil], quorum: 2) == .some(nil))
+        #expect(CASPaxosPeek.agreedValue([nil, five], quorum: 2) == .none)
+        #expect(CASPaxosPeek.agreedValue([five], quorum: 2) == .none)
+        let placement = CASPaxosPlacement(ringEpoch: 3, replicaCount: 3)
+        let (decodedKey, decodedPlacement) = try CASPaxosPeek.decodeRequest(CASPaxosPeek.encodeRequest(key, placement: placement))
+        #expect(decodedKey == key && decodedPlacement == placement)
+        let (replyKey, accepted) = try CASPaxosPeek.decodeReply(CASPaxosPeek.encodeReply(key, accepted: five))
+        #expect(replyKey == key && accepted == five)
+    }
+}

@@ -377,3 +377,75 @@ extension LinearizableRefusal {
         }
     }
 }
+
+/// A read-only look at acceptors (types 307 and 308): a node asks a key's replicas
+/// for the value each last accepted, changing nothing and writing nothing. When a
+/// majority answer with the same accepted ballot, that value was chosen (a
+/// majority accepted it) and no later value was chosen before they answered (it
+/// would have been accepted by one of them), so it is a linearizable read in one
+/// round trip and no fsync. Otherwise the read runs as a full CASPaxos operation.
+public enum CASPaxosPeek {
+    /// The request's message type: the placement, then the key.
+    public static let requestType: UInt16 = 307
+    /// The reply's message type: the key, then an optional accepted value.
+    public static let replyType: UInt16 = 308
+
+    public static func encodeRequest(_ key: ItemKey, placement: CASPaxosPlacement) -> [UInt8] {
+        var writer = ByteWriter(capacity: 64)
+        writer.writeUInt64BE(placement.ringEpoch)
+        writer.writeUInt8(UInt8(clamping: placement.replicaCount))
+        key.encode(into: &writer)
+        return writer.bytes
+    }
+
+    public static func decodeRequest(_ body: [UInt8]) throws(DecodeError) -> (ItemKey, CASPaxosPlacement) {
+        var reader = ByteReader(body)
+        let epoch = try reader.readUInt64BE()
+        let count = Int(try reader.readUInt8())
+        guard (1...Limits.replicasMax).contains(count) else { throw DecodeError("replica count \(count) is outside 1...\(Limits.replicasMax)") }
+        let key = try ItemKey(from: &reader)
+        try reader.expectEnd()
+        return (key, CASPaxosPlacement(ringEpoch: epoch, replicaCount: count))
+    }
+
+    public static func encodeReply(_ key: ItemKey, accepted: CASPaxosAcceptedValue?) -> [UInt8] {
+        var writer = ByteWriter(capacity: 64)
+        key.encode(into: &writer)
+        if let accepted {
+            writer.writeUInt8(1)
+            accepted.ballot.encode(into: &writer)
+            LinearizableValue.encodeOptional(accepted.value, into: &writer)
+        } else {
+            writer.writeUInt8(0)
+        }
+        return writer.bytes
+    }
+
+    public static func decodeReply(_ body: [UInt8]) throws(DecodeError) -> (ItemKey, CASPaxosAcceptedValue?) {
+        var reader = ByteReader(body)
+        let key = try ItemKey(from: &reader)
+        let accepted: CASPaxosAcceptedValue?
+        switch try reader.readUInt8() {
+        case 0: accepted = nil
+        case 1:
+            let ballot = try Ballot(from: &reader)
+            accepted = CASPaxosAcceptedValue(ballot: ballot, value: try LinearizableValue.decodeOptional(&reader))
+        case let other: throw DecodeError("unknown presence byte \(other) before an accepted value")
+        }
+        try reader.expectEnd()
+        return (key, accepted)
+    }
+
+    /// The value a majority agrees on: some when at least `quorum` of `answers` hold
+    /// the same accepted ballot (or all hold none); nil when the answers disagree.
+    public static func agreedValue(_ answers: [CASPaxosAcceptedValue?], quorum: Int) -> LinearizableValue?? {
+        guard answers.count >= quorum else { return .none }
+        var counts: [Ballot?: (Int, LinearizableValue?)] = [:]
+        for answer in answers {
+            let entry = counts[answer?.ballot] ?? (0, answer?.value)
+            counts[answer?.ballot] = (entry.0 + 1, entry.1)
+        }
+        guard let agreed = counts.first(where: { $0.value.0 >= quorum }) else { return .none }
+        return .some(agreed.value.1)
+    }
+}

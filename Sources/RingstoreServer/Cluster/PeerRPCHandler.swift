@@ -40,6 +40,9 @@ struct PeerRPCHandler: RPCHandler {
             || request.messageType == NodeStatsWire.request {
             return .detach
         }
+        if request.messageType == CASPaxosPeek.requestType {
+            return peekRequest(request, context: context)
+        }
         if CASPaxosMessage.typeRange.contains(request.messageType) {
             return acceptorRequest(request, context: context)
         }
@@ -73,6 +76,25 @@ struct PeerRPCHandler: RPCHandler {
             }
             let (type, body) = reply.encode()
             promise.succeed(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)))
+        }
+        return .later(promise.futureResult)
+    }
+
+    /// A peek at this node's acceptor for a key: what it accepted, or a refusal.
+    private func peekRequest(_ request: RPCMessage, context: RPCRequestContext) -> RPCDispatch {
+        let key: ItemKey
+        let placement: CASPaxosPlacement
+        do {
+            (key, placement) = try CASPaxosPeek.decodeRequest(Array(request.body.readableBytesView))
+        } catch {
+            return .fail(RPCRemoteError(code: 1, message: "undecodable peek: \(error.reason)"))
+        }
+        let promise = context.eventLoop.makePromise(of: RPCMessage.self)
+        linearizable.handlePeek(key, placement: placement) { answer in
+            guard case .some(let accepted) = answer else {
+                return promise.fail(RPCRemoteError(code: 2, message: "this node does not place the key as the asker does"))
+            }
+            promise.succeed(RPCMessage(messageType: CASPaxosPeek.replyType, body: ByteBuffer(bytes: CASPaxosPeek.encodeReply(key, accepted: accepted))))
         }
         return .later(promise.futureResult)
     }

@@ -43,6 +43,12 @@ final class AcceptorStore: Sendable {
         update(key, { state in CASPaxosAcceptor.handle(message, state: state).map { ($0.newState, $0.reply) } }, done: done)
     }
 
+    /// The value `key` last accepted, once the state it reflects is durable (a read-only
+    /// look: nothing is written).
+    func peek(_ key: ItemKey, done: @escaping @Sendable (Result<CASPaxosAcceptedValue?, any Error>) -> Void) {
+        update(key, { state in (nil, state.accepted) }, done: done)
+    }
+
     /// Merges a state received from another replica of the key's partition (a
     /// partition transfer) into the stored one.
     func merge(_ incoming: CASPaxosAcceptorState, for key: ItemKey, done: @escaping @Sendable (Result<Void, any Error>) -> Void) {

@@ -25,6 +25,9 @@ protocol CASPaxosNetwork: Sendable {
     func send(_ request: CASPaxosRequest, to node: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosReply?) -> Void)
     /// Runs `body` after `delay`.
     func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void)
+    /// Asks another node's acceptor what it accepted for `key` (`CASPaxosPeek`);
+    /// `reply` gets nil when it did not answer or refused.
+    func peek(_ key: ItemKey, placement: CASPaxosPlacement, at node: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosAcceptedValue??) -> Void)
 }
 
 /// A node's linearizable data path (decision 0009): the acceptors of the keys it is
@@ -108,9 +111,48 @@ final class LinearizableEngine: Sendable {
     /// popular subject's roster) then costs one round of CASPaxos per batch, not per
     /// operation.
     func run(_ request: LinearizableRequest) async -> LinearizableAnswer {
-        await withCheckedContinuation { continuation in
+        if request.change == .read, case .some(let value) = await peekRead(request) {
+            metrics.peekReads.increment()
+            return .applied(value)
+        }
+        return await withCheckedContinuation { continuation in
             if batches.enqueue(request, continuation) {
                 Task { await drive(request.key) }
+            }
+        }
+    }
+
+    /// A read in one round trip without writing anything (`CASPaxosPeek`): the value
+    /// when a majority of the key's replicas agree on their accepted ballot; nil when
+    /// they do not (or do not answer in time), and the read must run as an operation.
+    private func peekRead(_ request: LinearizableRequest) async -> LinearizableValue?? {
+        guard let placement = network.placement(of: request.key, replicaCount: request.replicaCount), !placement.moving else { return .none }
+        let wire = CASPaxosPlacement(ringEpoch: placement.ringEpoch, replicaCount: request.replicaCount)
+        let quorum = placement.replicas.count / 2 + 1
+        let gathered = PeekGathering(expected: placement.replicas.count, quorum: quorum)
+        return await withCheckedContinuation { continuation in
+            gathered.start(continuation)
+            for node in placement.replicas {
+                let deliver: @Sendable (CASPaxosAcceptedValue??) -> Void = { answer in gathered.receive(answer) }
+                if node == network.me {
+                    handlePeek(request.key, placement: wire) { deliver($0) }
+                } else {
+                    network.peek(request.key, placement: wire, at: node, timeout: settings.attemptTimeout, reply: deliver)
+                }
+            }
+        }
+    }
+
+    /// Answers a peek: the accepted value (once durable), or nil when this node does
+    /// not place the key as the asker does or cannot read its state.
+    func handlePeek(_ key: ItemKey, placement wire: CASPaxosPlacement, reply: @escaping @Sendable (CASPaxosAcceptedValue??) -> Void) {
+        guard let placement = network.placement(of: key, replicaCount: wire.replicaCount), placement.ringEpoch == wire.ringEpoch,
+              !placement.moving, placement.replicas.contains(network.me)
+        else { return reply(.none) }
+        acceptors.peek(key) { result in
+            switch result {
+            case .success(let accepted): reply(.some(accepted))
+            case .failure: reply(.none)
             }
         }
     }
@@ -322,5 +364,47 @@ final class KeyBatches: Sendable {
             queues[key] = queue
             return batch
         }
+    }
+}
+
+/// The answers to one peek read: finishes as soon as a majority agrees, or once
+/// every replica answered (or failed to) without agreement.
+private final class PeekGathering: Sendable {
+    private struct State {
+        var answers: [CASPaxosAcceptedValue?] = []
+        var received = 0
+        var continuation: CheckedContinuation<LinearizableValue??, Never>?
+    }
+
+    let expected: Int
+    let quorum: Int
+    private let state = Mutex(State())
+
+    init(expected: Int, quorum: Int) {
+        self.expected = expected
+        self.quorum = quorum
+    }
+
+    func start(_ continuation: CheckedContinuation<LinearizableValue??, Never>) {
+        state.withLock { $0.continuation = continuation }
+    }
+
+    func receive(_ answer: CASPaxosAcceptedValue??) {
+        let finished: (CheckedContinuation<LinearizableValue??, Never>, LinearizableValue??)? = state.withLock { state in
+            state.received += 1
+            if case .some(let accepted) = answer { state.answers.append(accepted) }
+            let agreed = CASPaxosPeek.agreedValue(state.answers, quorum: quorum)
+            guard case .some = agreed else {
+                // Done once no ballot can reach a quorum even with every answer still out.
+                let best = Dictionary(grouping: state.answers, by: { $0?.ballot }).values.map(\.count).max() ?? 0
+                guard best + (expected - state.received) < quorum, let continuation = state.continuation else { return nil }
+                state.continuation = nil
+                return (continuation, .none)
+            }
+            guard let continuation = state.continuation else { return nil }
+            state.continuation = nil
+            return (continuation, agreed)
+        }
+        if let (continuation, value) = finished { continuation.resume(returning: value) }
     }
 }

@@ -102,6 +102,17 @@ struct ClusterCASPaxosNetwork: CASPaxosNetwork {
     func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
         node.engineLoop.scheduleTask(in: TimeAmount(delay), body)
     }
+
+    func peek(_ key: ItemKey, placement: CASPaxosPlacement, at peer: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosAcceptedValue??) -> Void) {
+        guard let client = node.client(for: peer) else { return reply(.none) }
+        let message = RPCMessage(messageType: CASPaxosPeek.requestType, body: ByteBuffer(bytes: CASPaxosPeek.encodeRequest(key, placement: placement)))
+        client.callFuture(message, timeout: TimeAmount(timeout)).whenComplete { result in
+            guard case .success(let answer) = result, answer.messageType == CASPaxosPeek.replyType,
+                  let (answered, accepted) = try? CASPaxosPeek.decodeReply(Array(answer.body.readableBytesView)), answered == key
+            else { return reply(.none) }
+            reply(.some(accepted))
+        }
+    }
 }
 
 /// CASPaxos on a node that is a cluster of one: every key's only replica is this node.
@@ -120,6 +131,10 @@ struct LocalCASPaxosNetwork: CASPaxosNetwork {
     func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
         loop.scheduleTask(in: TimeAmount(delay), body)
     }
+
+    func peek(_ key: ItemKey, placement: CASPaxosPlacement, at node: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosAcceptedValue??) -> Void) {
+        reply(.none)
+    }
 }
 
 /// The linearizable data path's metrics.
@@ -132,4 +147,5 @@ struct LinearizableMetrics: Sendable {
     let placementRefusals = CoreMetrics.Counter(label: "ringstore_linearizable_placement_refusals_total")
     let latency = CoreMetrics.Timer(label: "ringstore_linearizable_operation_seconds")
     let batchSize = CoreMetrics.Recorder(label: "ringstore_linearizable_batch_size")
+    let peekReads = CoreMetrics.Counter(label: "ringstore_linearizable_one_round_reads_total")
 }
