@@ -220,7 +220,8 @@ function updateRow(code) {
 
   const button = row.button;
   button.hidden = !state.student;
-  button.disabled = pending;
+  // Busy buttons stay focusable (a disabled button would drop the keyboard focus); clicks are ignored.
+  button.setAttribute('aria-disabled', String(pending));
   button.setAttribute('aria-busy', pending ? 'true' : 'false');
   button.classList.toggle('btn-primary', !enrolled);
   button.classList.toggle('btn-danger', enrolled);
@@ -602,8 +603,9 @@ async function signIn(raw, { restoring = false } = {}) {
     els.studentId.focus();
     return;
   }
+  if (els.signInButton.getAttribute('aria-busy') === 'true') return;
   showFieldError('');
-  els.signInButton.disabled = true;
+  els.signInButton.setAttribute('aria-disabled', 'true');
   els.signInButton.setAttribute('aria-busy', 'true');
   els.signInButton.textContent = 'Signing in…';
   try {
@@ -623,7 +625,7 @@ async function signIn(raw, { restoring = false } = {}) {
     if (restoring) els.studentId.value = id;
     else els.studentId.focus();
   } finally {
-    els.signInButton.disabled = false;
+    els.signInButton.setAttribute('aria-disabled', 'false');
     els.signInButton.setAttribute('aria-busy', 'false');
     els.signInButton.textContent = 'Sign in';
   }
@@ -701,12 +703,13 @@ els.search.addEventListener('keydown', (event) => {
 });
 
 els.refresh.addEventListener('click', async () => {
-  els.refresh.disabled = true;
+  if (els.refresh.getAttribute('aria-busy') === 'true') return;
+  els.refresh.setAttribute('aria-disabled', 'true');
   els.refresh.setAttribute('aria-busy', 'true');
   try {
     await Promise.all([loadSubjects({ announce: true }), state.student ? loadEnrolments() : null]);
   } finally {
-    els.refresh.disabled = false;
+    els.refresh.setAttribute('aria-disabled', 'false');
     els.refresh.setAttribute('aria-busy', 'false');
   }
 });

@@ -175,7 +175,7 @@ function renderNodes(nodes, dev) {
     const action = nodeStatus === 'down' ? 'start' : 'stop';
     const pending = state.pendingDev.has(node.id);
     row.action.dataset.action = action;
-    row.action.disabled = pending;
+    row.action.setAttribute('aria-disabled', String(pending)); // stays focusable while busy
     row.action.setAttribute('aria-busy', String(pending));
     row.action.replaceChildren(icon(action === 'start' ? 'play' : 'stop'), action === 'start' ? 'Start' : 'Stop');
     row.action.setAttribute('aria-label', `${action === 'start' ? 'Start' : 'Stop'} node ${node.id}`);
@@ -311,7 +311,8 @@ function yesNo(value) {
 }
 
 async function locate(table, key) {
-  els.locateButton.disabled = true;
+  if (els.locateButton.getAttribute('aria-busy') === 'true') return;
+  els.locateButton.setAttribute('aria-disabled', 'true');
   els.locateButton.setAttribute('aria-busy', 'true');
   try {
     const path = `/app/v1/dashboard/locate/${encodeURIComponent(table)}/${encodeURIComponent(key)}`;
@@ -349,7 +350,7 @@ async function locate(table, key) {
       h('div', { class: 'table-wrap' }, h('table', { id: 'locate-replicas' }, head, h('tbody', {}, rows))),
     );
   } finally {
-    els.locateButton.disabled = false;
+    els.locateButton.setAttribute('aria-disabled', 'false');
     els.locateButton.setAttribute('aria-busy', 'false');
   }
 }
@@ -397,7 +398,8 @@ async function nodeControl(id, action) {
 
 els.killPrimary.addEventListener('click', async () => {
   const primary = state.dashboard?.primary || 'the primary';
-  els.killPrimary.disabled = true;
+  if (els.killPrimary.getAttribute('aria-busy') === 'true') return;
+  els.killPrimary.setAttribute('aria-disabled', 'true');
   els.killPrimary.setAttribute('aria-busy', 'true');
   try {
     const result = await devPost('/app/v1/dev/ring-servers/primary/kill');
@@ -415,7 +417,7 @@ els.killPrimary.addEventListener('click', async () => {
       logDev(`kill ${primary} failed: ${reason}`);
     }
   } finally {
-    els.killPrimary.disabled = false;
+    els.killPrimary.setAttribute('aria-disabled', 'false');
     els.killPrimary.setAttribute('aria-busy', 'false');
   }
 });

@@ -58,8 +58,8 @@ export function renderGrid(grid, subjects, { highlight } = {}) {
           dataset: { code: subject.code, day: subject.day, start: subject.start, end: subject.end },
         },
         h('strong', {}, subject.code),
-        h('span', {}, subject.title),
-        h('span', {}, `${subject.start}–${subject.end}`),
+        h('span', { class: 'tt-event-title' }, subject.title),
+        h('span', { class: 'tt-event-time' }, `${subject.start}–${subject.end}`),
       ),
     );
   }
