@@ -172,7 +172,7 @@ final class DashboardAPI: Sendable {
                     let reachable = routing.available.contains(node)
                     var fields = "\"node\":\(JSONText.quote(node.rawValue)),\"reachable\":\(reachable)"
                     guard spec.consistency == TableSpec.eventual else {
-                        return (index, "{\(fields),\"found\":null,\"version\":\"linearizable: read the key for its ETag\"}")
+                        return (index, "{\(fields),\(await self.acceptorFields(item, n: spec.n, at: node))}")
                     }
                     guard let client = self.server.client(for: node),
                           let reply = try? await client.call(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: .milliseconds(800)),
@@ -195,6 +195,23 @@ final class DashboardAPI: Sendable {
         }
         return "{\"table\":\(JSONText.quote(name)),\"key\":\(JSONText.quote(String(decoding: key, as: UTF8.self))),\"partition\":\(partition.rawValue),"
             + "\"preference_list\":[\(preference.map { JSONText.quote($0.rawValue) }.joined(separator: ","))],\"replicas\":[\(replicas.joined(separator: ","))]}"
+    }
+
+    /// What one replica's acceptor last accepted for a linearizable key, as the
+    /// dashboard shows it: the value's version (its ETag) and the ballot.
+    private func acceptorFields(_ item: ItemKey, n: Int, at node: NodeID) async -> String {
+        let epoch = server.routing.configuration.ring?.epoch ?? 0
+        let request = RPCMessage(
+            messageType: CASPaxosPeek.requestType,
+            body: ByteBuffer(bytes: CASPaxosPeek.encodeRequest(item, placement: CASPaxosPlacement(ringEpoch: epoch, replicaCount: n))))
+        guard let client = server.client(for: node),
+              let reply = try? await client.call(request, timeout: .milliseconds(800)), reply.messageType == CASPaxosPeek.replyType,
+              let (_, accepted) = try? CASPaxosPeek.decodeReply(Array(reply.body.readableBytesView))
+        else { return "\"found\":null,\"siblings\":0,\"deleted\":false,\"version\":\"no answer\"" }
+        guard let accepted, let value = accepted.value else {
+            return "\"found\":false,\"siblings\":0,\"deleted\":false,\"version\":\"\""
+        }
+        return "\"found\":true,\"siblings\":1,\"deleted\":\(!value.exists),\"version\":\(JSONText.quote("ETag \"\(value.version)\", ballot \(accepted.ballot)"))"
     }
 
     /// A version vector as `actor:counter` pairs, actors shortened to 6 hex digits.

@@ -253,7 +253,9 @@ final class EnrolmentAPI: Sendable {
 
     func catalogue() async throws -> [Subject] {
         if let cached = catalogCache.withLock({ $0 }), ContinuousClock.now - cached.read < Self.catalogTTL { return cached.subjects }
-        let result = try await kv.get(table: try table(EnrolmentTables.catalog), key: Array(EnrolmentTables.catalogKey.utf8), r: nil)
+        let result = try await Self.read("the catalogue") {
+            try await kv.get(table: try table(EnrolmentTables.catalog), key: Array(EnrolmentTables.catalogKey.utf8), r: nil)
+        }
         guard case .found(let object) = result, let bytes = object.values.first(where: { !$0.isTombstone })?.data else {
             throw APIError.unavailable(code: "not_seeded", message: "The catalogue is empty; run `ringstore seed`.")
         }
@@ -268,7 +270,9 @@ final class EnrolmentAPI: Sendable {
             throw APIError(.badRequest, code: "invalid_student_id", message: "'\(id)' is not a student id: an id is s followed by seven digits, like s1000001.")
         }
         if let known = knownStudents.withLock({ $0[id] }) { return known }
-        let result = try await kv.get(table: try table(EnrolmentTables.students), key: Array(id.utf8), r: nil)
+        let result = try await Self.read("the student record") {
+            try await kv.get(table: try table(EnrolmentTables.students), key: Array(id.utf8), r: nil)
+        }
         guard case .found(let object) = result, let bytes = object.values.first(where: { !$0.isTombstone })?.data,
               let student = try? JSONDecoder().decode(Student.self, from: Data(bytes))
         else {
@@ -279,6 +283,16 @@ final class EnrolmentAPI: Sendable {
             known[id] = student
         }
         return student
+    }
+
+    /// An eventual read whose 503 is told as the app tells every outage: `unavailable`,
+    /// nothing applied.
+    private static func read(_ what: String, _ body: () async throws -> ReadResult) async throws -> ReadResult {
+        do {
+            return try await body()
+        } catch let error as APIError where error.status == .serviceUnavailable {
+            throw unavailable(.noQuorum, "\(what) could not be read: not enough replicas answered")
+        }
     }
 
     // MARK: JSON
