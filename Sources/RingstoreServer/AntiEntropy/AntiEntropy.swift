@@ -285,8 +285,9 @@ final class AntiEntropy: Sendable {
         }
         // Push: this node's versions, merged at the peer like any replica write.
         for storageKey in differing where mine[storageKey] != nil {
+            // A record that fails its checksum is not sent; the pull above replaced it if the peer had the key.
             guard let (table, key) = StorageKeyCodec.decode(storageKey),
-                  let bytes = try node.storage.get(partition: id.partition, key: storageKey)
+                  let bytes = try? node.storage.get(partition: id.partition, key: storageKey)
             else { continue }
             let object = try StoredObject.decodeObject(bytes)
             let (type, body) = PeerCodec.encode(PeerRequest.replicaWrite(ItemKey(table: table, key: key, partition: id.partition), object: object, hintFor: nil))
@@ -327,7 +328,8 @@ final class AntiEntropy: Sendable {
         case .objects(let keys):
             var found: [([UInt8], [UInt8])] = []
             for key in keys where HashTrees.table(of: key) == id.table {
-                if let bytes = try node.storage.get(partition: id.partition, key: key) { found.append((key, bytes)) }
+                // A record that fails its checksum is left out, as if absent.
+                if let bytes = try? node.storage.get(partition: id.partition, key: key) { found.append((key, bytes)) }
             }
             writer.writeVarint(UInt64(found.count))
             for (key, bytes) in found {

@@ -356,7 +356,7 @@ public final class ClusterNode: Sendable {
         let result: StorageResult
         do {
             (pending, result) = try stripe.lock.withLock { _ -> ([(StorageEngine, DurabilityTicket)], StorageResult) in
-                let mainBytes = try storage.get(partition: key.partition, key: key.storageKey)
+                let mainBytes = try readReplacingCorruption(key)
                 let main = try mainBytes.map(StoredObject.decodeObject)
                 let hint = try hintStorage.get(partition: key.partition, key: hintKey(key)).map(HintRecord.decode)
                 let outcome = ReplicaStore.apply(operation, main: main, hint: hint)
@@ -378,6 +378,20 @@ public final class ClusterNode: Sendable {
         }
         Self.whenAllDurable(pending[...]) { failure in
             done(failure.map { .failed(Self.failure($0)) } ?? result)
+        }
+    }
+
+    /// The stored bytes of a key about to be rewritten. A record that fails its
+    /// checksum counts as absent here: its versions cannot be read, the other replicas
+    /// hold them, and the write (a merge from a peer, read repair, anti-entropy) is
+    /// what replaces it. Reads still refuse to serve it.
+    private func readReplacingCorruption(_ key: ItemKey) throws -> [UInt8]? {
+        do {
+            return try storage.get(partition: key.partition, key: key.storageKey)
+        } catch StorageError.corruptRecord {
+            observations.corruptReplaced.increment()
+            logger.warning("replacing a record that failed its checksum with the versions being written", metadata: ["key": "\(key)"])
+            return nil
         }
     }
 
@@ -467,6 +481,7 @@ struct ClusterMetrics: Sendable {
     let hintsDelivered = CoreMetrics.Counter(label: "ringstore_hints_delivered_total")
     let hintsDropped = CoreMetrics.Counter(label: "ringstore_hints_dropped_total")
     let forwarded = CoreMetrics.Counter(label: "ringstore_forwarded_requests_total")
+    let corruptReplaced = CoreMetrics.Counter(label: "ringstore_corrupt_records_replaced_total")
     let hints = CoreMetrics.Gauge(label: "ringstore_hints_pending")
 }
 
