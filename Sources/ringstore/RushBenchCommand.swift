@@ -7,7 +7,8 @@ import Synchronization
 
 /// `ringstore bench rush`: enrolment morning against a cluster. Students sign in,
 /// browse the catalogue and try to enrol in 4–6 subjects each, popular subjects
-/// first, through the enrolment API of the ring servers. Afterwards it checks that
+/// first (skipping those the catalogue already shows as full), through the
+/// enrolment API of the ring servers. Afterwards it checks that
 /// no subject is over capacity, that every confirmed enrolment is in the student's
 /// timetable and in the subject's roster, and that every refusal was true.
 struct RushBenchCommand: AsyncParsableCommand {
@@ -142,9 +143,12 @@ private struct Rush: Sendable {
     /// One student's morning.
     private func student(_ id: String, client: RingstoreHTTPClient, ranked: [String], weights: [Double], random: inout SplitMixGenerator) async {
         guard await call(client, "sign_in", "GET", "/app/v1/students/\(id)") != nil else { return }
-        guard await call(client, "browse", "GET", "/app/v1/subjects") != nil else { return }
+        guard let browsed = await call(client, "browse", "GET", "/app/v1/subjects") else { return }
+        // Like a student at the page, nobody clicks Enrol on a subject shown as full.
+        struct List: Decodable { var subjects: [SubjectInfo] }
+        let full = Set(((try? JSONDecoder().decode(List.self, from: Data(browsed.body)))?.subjects ?? []).filter { $0.enrolled >= $0.capacity }.map(\.code))
         let wanted = Int.random(in: 4...6, using: &random)
-        var candidates = Array(zip(ranked, weights))
+        var candidates = Array(zip(ranked, weights)).filter { !full.contains($0.0) }
         var enrolled = 0
         var attempts = 0
         while enrolled < wanted && attempts < wanted + 6 && !candidates.isEmpty {

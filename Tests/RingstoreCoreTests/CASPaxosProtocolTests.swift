@@ -150,7 +150,7 @@ struct CASPaxosProposerTests {
 
     // Proves a rejection of a duplicated prepare (naming the proposer's own ballot) neither counts against the attempt nor hides the promise that follows.
     @Test func duplicatedPrepareRejectionIsIgnored() {
-        var proposer = CASPaxosProposer(key: key, change: .read, replicas: replicas, ballot: ballot(4), timeout: timeout)
+        var proposer = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas, ballot: ballot(4), timeout: timeout)
         _ = proposer.start()
         for node in replicas {
             #expect(proposer.receive(.prepareRejected(key, ballot: ballot(4), highest: ballot(4)), from: node).isEmpty)
@@ -159,12 +159,26 @@ struct CASPaxosProposerTests {
         #expect(sends(proposer.receive(.promise(key, ballot: ballot(4), accepted: nil), from: replicas[1])).count == 3)
         #expect(proposer.receive(.prepareRejected(key, ballot: ballot(4), highest: ballot(4)), from: replicas[2]).isEmpty)
         #expect(proposer.receive(.accepted(key, ballot: ballot(4)), from: replicas[0]).isEmpty)
-        #expect(replies(proposer.receive(.accepted(key, ballot: ballot(4)), from: replicas[2])) == [.applied(nil)])
+        #expect(replies(proposer.receive(.accepted(key, ballot: ballot(4)), from: replicas[2])) == [.applied(counter(1, 1))])
+    }
+
+    // Proves a read skips the accept phase only when every promise reported the same accepted ballot (the value is chosen).
+    @Test func readsOfAChosenValueNeedNoAcceptPhase() {
+        var agreeing = CASPaxosProposer(key: key, change: .read, replicas: replicas, ballot: ballot(9), timeout: timeout)
+        _ = agreeing.start()
+        let chosen = accepted(ballot(5), counter(2, 3))
+        _ = agreeing.receive(.promise(key, ballot: ballot(9), accepted: chosen), from: replicas[0])
+        #expect(agreeing.receive(.promise(key, ballot: ballot(9), accepted: chosen), from: replicas[1]) == [.reply(.applied(counter(2, 3)))])
+        var differing = CASPaxosProposer(key: key, change: .read, replicas: replicas, ballot: ballot(9), timeout: timeout)
+        _ = differing.start()
+        _ = differing.receive(.promise(key, ballot: ballot(9), accepted: chosen), from: replicas[0])
+        let older = accepted(ballot(4), counter(1, 2))
+        #expect(sends(differing.receive(.promise(key, ballot: ballot(9), accepted: older), from: replicas[1])).count == 3)
     }
 
     // Proves the proposer ignores replies from nodes that are not replicas and about other keys.
     @Test func ignoresStrangers() {
-        var proposer = CASPaxosProposer(key: key, change: .read, replicas: replicas, ballot: ballot(1), timeout: timeout)
+        var proposer = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas, ballot: ballot(1), timeout: timeout)
         _ = proposer.start()
         let other = ItemKey(table: "seats", key: [9], partition: PartitionID(rawValue: 3))
         #expect(proposer.receive(.promise(key, ballot: ballot(1), accepted: nil), from: NodeID("n9")).isEmpty)

@@ -38,8 +38,9 @@ public enum CASPaxosProposerDirective: Hashable, Sendable {
 /// after a majority of accepts.
 ///
 /// A refused change and a read still run the accept phase, re-proposing the value
-/// they found, so that what they report was chosen. The proposer retries nothing
-/// itself: on `conflict` or `unavailable` the shell decides (see
+/// they found, so that what they report was chosen, unless every promise reported
+/// the same accepted ballot (then a majority already accepted it: it is chosen).
+/// The proposer retries nothing itself: on `conflict` or `unavailable` the shell decides (see
 /// `CASPaxosResult.isSafeToRetry`), draws a new ballot from its `BallotGenerator`
 /// and starts a new `CASPaxosProposer`.
 ///
@@ -237,6 +238,12 @@ public struct CASPaxosProposer: Sendable {
         }
         found = .some(current)
         let changes = proposed != current
+        // A read or a refusal needs no accept phase when every promise reported the
+        // same accepted ballot: a majority accepted it, so the value is already chosen.
+        if !changes, fault == .correct, Set(promises.values.map { $0?.ballot }).count == 1 {
+            state = .finished
+            return [.reply(answer)]
+        }
         state = .accepting(proposed: proposed, answer: answer, changes: changes, accepted: [], rejected: [], highest: nil)
         return replicas.map { .send(.accept(key, ballot: ballot, value: proposed), to: $0) }
     }
