@@ -31,6 +31,8 @@ public struct NodeConfiguration: Sendable {
     /// The ring servers' RPC addresses, for a node that joins through them (`--join`);
     /// empty for a single node or a static cluster.
     public var ringServers: [RingServerAddress] = []
+    /// The pause between background anti-entropy exchanges; nil turns background rounds off.
+    public var antiEntropyPause: Duration? = .milliseconds(100)
 
     /// Whether the node runs as a member of a cluster rather than alone.
     public var isClustered: Bool { nodeID != nil }
@@ -177,7 +179,7 @@ public enum NodeServer {
             let parts = try await ClusterParts.assemble(configuration, registry: registry, logger: logger)
             rpcPort = try await parts.rpcServer.start()
             parts.node.start()
-            parts.antiEntropy.start()
+            if configuration.antiEntropyPause != nil { parts.antiEntropy.start() }
             services.append(.init(service: StorageService(storage: parts.storage)))
             services.append(.init(service: StorageService(storage: parts.hintStorage)))
             if let membership = parts.membership { await membership.start() }

@@ -46,6 +46,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds a coordinator waits for its quorum.")
     var requestTimeoutMilliseconds: Int = 2000
 
+    @Option(help: "Milliseconds between two anti-entropy exchanges in the background; 0 turns the background rounds off (`ringstore admin repair` still runs one).")
+    var antiEntropyPauseMilliseconds: Int = 100
+
     @Option(help: "Network event-loop threads (default: one per core). Fewer suit several nodes sharing one machine.")
     var eventLoopThreads: Int?
 
@@ -103,6 +106,7 @@ struct NodeCommand: AsyncParsableCommand {
         _ = try peerAddresses()
         if let eventLoopThreads, !(1...256).contains(eventLoopThreads) { throw ValidationError("--event-loop-threads must be 1 to 256.") }
         guard requestTimeoutMilliseconds > 0 else { throw ValidationError("--request-timeout-milliseconds must be positive.") }
+        guard antiEntropyPauseMilliseconds >= 0 else { throw ValidationError("--anti-entropy-pause-milliseconds must be 0 or more.") }
     }
 
     func run() async throws {
@@ -116,6 +120,7 @@ struct NodeCommand: AsyncParsableCommand {
             rpcHost: rpcAddress?.host ?? "127.0.0.1", rpcPort: rpcAddress?.port ?? 0, peers: try peerAddresses(),
             requestTimeout: .milliseconds(requestTimeoutMilliseconds))
         configuration.ringServers = try ringServerAddresses()
+        configuration.antiEntropyPause = antiEntropyPauseMilliseconds == 0 ? nil : .milliseconds(antiEntropyPauseMilliseconds)
         let registry = ServerMetrics.bootstrapPrometheus()
         do {
             try await NodeServer.run(configuration, registry: registry, logger: logger) { httpPort, rpcPort in

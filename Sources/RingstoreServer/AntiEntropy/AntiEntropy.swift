@@ -131,6 +131,8 @@ final class AntiEntropy: Sendable {
     private let task = Mutex<Task<Void, Never>?>(nil)
     private let rounds = AsyncLock()
     private let lastRoundEnded = Mutex<ContinuousClock.Instant?>(nil)
+    /// When each tree last completed an exchange.
+    private let lastExchanged = Mutex<[TreeID: ContinuousClock.Instant]>([:])
     private let started = ContinuousClock.now
     private let metrics = AntiEntropyMetrics()
 
@@ -154,8 +156,12 @@ final class AntiEntropy: Sendable {
         }
         task.withLock { $0 = loop }
         node.engineLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] _ in
+            let now = ContinuousClock.now
             let since = lastRoundEnded.withLock { $0 } ?? started
-            metrics.sinceLastRound.record((ContinuousClock.now - since) / .seconds(1))
+            metrics.sinceLastRound.record((now - since) / .seconds(1))
+            let exchanged = lastExchanged.withLock { $0 }
+            let oldest = work().map { exchanged[$0.0] ?? started }.min() ?? now
+            metrics.oldestExchange.record((now - oldest) / .seconds(1))
         }
     }
 
@@ -170,7 +176,9 @@ final class AntiEntropy: Sendable {
             var tally = Tally()
             for (id, n, peer) in work() {
                 if Task.isCancelled { break }
-                tally += await exchange(id, n: n, with: peer)
+                let result = await exchange(id, n: n, with: peer)
+                if result.failed == 0 { lastExchanged.withLock { $0[id] = ContinuousClock.now } }
+                tally += result
                 if pausing { try? await Task.sleep(for: settings.pause) }
             }
             lastRoundEnded.withLock { $0 = ContinuousClock.now }
@@ -347,4 +355,6 @@ struct AntiEntropyMetrics: Sendable {
     let keysRepaired = CoreMetrics.Counter(label: "ringstore_aae_keys_repaired_total")
     let rounds = CoreMetrics.Counter(label: "ringstore_aae_rounds_total")
     let sinceLastRound = CoreMetrics.Gauge(label: "ringstore_aae_seconds_since_last_round")
+    /// The longest any table-partition this node compares has gone without a completed exchange.
+    let oldestExchange = CoreMetrics.Gauge(label: "ringstore_aae_oldest_exchange_seconds")
 }

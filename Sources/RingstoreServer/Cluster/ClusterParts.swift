@@ -66,7 +66,9 @@ struct ClusterParts: Sendable {
                 primaryLossTimeout: .milliseconds(1500), logger: logger)
         }
         let linearizable = LinearizableEngine(network: ClusterCASPaxosNetwork(node: node), acceptors: node.acceptors, logger: logger)
-        let antiEntropy = AntiEntropy(node: node, tables: { catalog.all }, logger: logger)
+        var antiEntropySettings = AntiEntropy.Settings()
+        if let pause = configuration.antiEntropyPause { antiEntropySettings.pause = pause }
+        let antiEntropy = AntiEntropy(node: node, tables: { catalog.all }, settings: antiEntropySettings, logger: logger)
         let rpcServer = RPCServer(
             host: configuration.rpcHost, port: configuration.rpcPort,
             handler: PeerRPCHandler(

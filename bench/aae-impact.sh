@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# What anti-entropy costs foreground reads: three nodes (N=3, R=W=2, durability
+# always) with KEYS preloaded keys, GETs from wrk (16 connections on each of n1 and
+# n2) for SECONDS in three phases:
+#   1. background anti-entropy off on every node (the baseline);
+#   2. on, right after n3 lost its disk (killed, storage deleted, restarted), while
+#      the exchanges copy every key back to it;
+#   3. on, with nothing left to repair (rounds compare trees and find them equal).
+#
+#   bench/aae-impact.sh [seconds] [keys]
+#
+# Uses RINGSTORE_BIN if set, else builds the release binary. Prints a markdown table
+# and writes it to bench/results/aae-impact-DATE.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds="${1:-10}"
+keys="${2:-20000}"
+source bench/lib.sh
+
+http_ports=(18581 18582 18583)
+rpc_ports=(18591 18592 18593)
+peers="n1=127.0.0.1:${rpc_ports[0]},n2=127.0.0.1:${rpc_ports[1]},n3=127.0.0.1:${rpc_ports[2]}"
+node_pids=(0 0 0)
+start_node() { # index pause-ms
+  local i=$1
+  "$RINGSTORE_BIN" node --id "n$((i + 1))" --data "$work/n$((i + 1))" --http "127.0.0.1:${http_ports[$i]}" \
+    --rpc "127.0.0.1:${rpc_ports[$i]}" --peers "$peers" --durability always --log-level warning \
+    --anti-entropy-pause-milliseconds "$2" >>"$work/n$((i + 1)).log" 2>&1 &
+  node_pids[$i]=$!
+  pids+=($!)
+}
+stop_node() { kill -TERM "${node_pids[$1]}" 2>/dev/null || true; wait "${node_pids[$1]}" 2>/dev/null || true; }
+wait_reachable() {
+  for port in "${http_ports[@]}"; do
+    for _ in $(seq 300); do
+      [[ "$(curl -sf "http://127.0.0.1:$port/v1/cluster" | grep -o '"reachable":true' | wc -l || true)" == 3 ]] && break
+      sleep 0.1
+    done
+  done
+}
+keys_on() { curl -sf "http://127.0.0.1:${http_ports[$1]}/healthz" | sed -n 's/.*"keys":\([0-9]*\).*/\1/p'; }
+repaired_on() { curl -sf "http://127.0.0.1:${http_ports[$1]}/metrics" | awk '/^ringstore_aae_keys_repaired_total/ {s+=$2} END {print s+0}'; }
+
+load() { # name -> one RESULT line
+  local outputs=() runs=() i
+  for i in 0 1; do
+    WRK_ID=$i KEYS=$keys wrk -t1 -c16 -d"${seconds}s" -s bench/wrk/get.lua "http://127.0.0.1:${http_ports[$i]}" >"$work/wrk-$i.out" &
+    runs+=($!)
+    outputs+=("$work/wrk-$i.out")
+  done
+  for i in "${runs[@]}"; do wait "$i"; done
+  sum_wrk "$1" "${outputs[@]}"
+}
+
+for i in 0 1 2; do start_node "$i" 0; done
+wait_reachable
+python3 - "$keys" "${http_ports[@]}" <<'PY'
+import http.client, sys
+keys = int(sys.argv[1]); ports = [int(p) for p in sys.argv[2:]]
+connections = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
+for i in range(keys):
+    connection = connections[i % len(connections)]
+    connection.request("PUT", f"/v1/kv/default/key{i}?w=3", body=b"v" * 100, headers={"Content-Type": "application/octet-stream"})
+    response = connection.getresponse(); response.read()
+    assert response.status == 204, response.status
+PY
+
+results=()
+results+=("$(load '1. anti-entropy off')")
+for i in 0 1 2; do stop_node "$i"; done
+rm -rf "$work/n3/storage" "$work/n3/hints"
+for i in 0 1 2; do start_node "$i" 100; done
+wait_reachable
+before=$(keys_on 2)
+results+=("$(load '2. on, repairing n3 (lost its disk)')")
+during="n3 held $before keys before phase 2 and $(keys_on 2) after it; $(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) )) keys repaired by then"
+for _ in $(seq 600); do [[ "$(keys_on 2)" -ge "$(keys_on 0)" ]] && break; sleep 0.5; done
+results+=("$(load '3. on, nothing to repair')")
+
+date_utc=$(date -u +%Y-%m-%d)
+out="bench/results/aae-impact-$date_utc.md"
+{
+  echo "# Anti-entropy's cost to foreground reads, $date_utc"
+  echo
+  echo "Command: \`bench/aae-impact.sh $seconds $keys\` — 3 nodes (static cluster), N=3 R=W=2, \`--durability always\`, $keys keys of"
+  echo "100 bytes; two wrk -t1 -c16 -d${seconds}s GET runs (on n1 and n2) per phase; background exchanges 100 ms apart, at most 500"
+  echo "keys each. All on one machine: $(machine). $during."
+  echo
+  echo "| phase | GET/s | p50 ms | p99 ms | non-2xx |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  for line in "${results[@]}"; do
+    name="${line%% RESULT*}"
+    echo "| $name | $(field "$line" rps) | $(field "$line" p50_ms) | $(field "$line" p99_ms) | $(field "$line" non2xx) |"
+  done
+} | tee "$out"
