@@ -436,6 +436,74 @@ public enum CASPaxosPeek {
         return (key, accepted)
     }
 
+    /// A look at many keys at once (type 312; reply 313): the placement epoch, then
+    /// each key with its replica count; the reply holds, per key and in order, a
+    /// status byte (0 refused, 1 nothing accepted, 2 accepted) and the accepted value.
+    public static let manyRequestType: UInt16 = 312
+    public static let manyReplyType: UInt16 = 313
+    /// The most keys one look holds.
+    public static let manyKeysMax = 1024
+
+    public static func encodeManyRequest(_ keys: [(ItemKey, replicaCount: Int)], ringEpoch: UInt64) -> [UInt8] {
+        var writer = ByteWriter(capacity: 64 * keys.count + 16)
+        writer.writeUInt64BE(ringEpoch)
+        writer.writeVarint(UInt64(keys.count))
+        for (key, count) in keys {
+            writer.writeUInt8(UInt8(clamping: count))
+            key.encode(into: &writer)
+        }
+        return writer.bytes
+    }
+
+    public static func decodeManyRequest(_ body: [UInt8]) throws(DecodeError) -> [(ItemKey, CASPaxosPlacement)] {
+        var reader = ByteReader(body)
+        let epoch = try reader.readUInt64BE()
+        let count = try reader.readCount(elementBytesMin: 8)
+        guard count <= manyKeysMax else { throw DecodeError("a look at \(count) keys exceeds \(manyKeysMax)") }
+        var keys: [(ItemKey, CASPaxosPlacement)] = []
+        for _ in 0..<count {
+            let replicas = Int(try reader.readUInt8())
+            guard (1...Limits.replicasMax).contains(replicas) else { throw DecodeError("replica count \(replicas) is outside 1...\(Limits.replicasMax)") }
+            keys.append((try ItemKey(from: &reader), CASPaxosPlacement(ringEpoch: epoch, replicaCount: replicas)))
+        }
+        try reader.expectEnd()
+        return keys
+    }
+
+    public static func encodeManyReply(_ answers: [CASPaxosAcceptedValue??]) -> [UInt8] {
+        var writer = ByteWriter(capacity: 32 * answers.count + 8)
+        writer.writeVarint(UInt64(answers.count))
+        for answer in answers {
+            switch answer {
+            case .none: writer.writeUInt8(0)
+            case .some(nil): writer.writeUInt8(1)
+            case .some(let accepted?):
+                writer.writeUInt8(2)
+                accepted.ballot.encode(into: &writer)
+                LinearizableValue.encodeOptional(accepted.value, into: &writer)
+            }
+        }
+        return writer.bytes
+    }
+
+    public static func decodeManyReply(_ body: [UInt8]) throws(DecodeError) -> [CASPaxosAcceptedValue??] {
+        var reader = ByteReader(body)
+        let count = try reader.readCount(elementBytesMin: 1)
+        var answers: [CASPaxosAcceptedValue??] = []
+        for _ in 0..<count {
+            switch try reader.readUInt8() {
+            case 0: answers.append(.none)
+            case 1: answers.append(.some(nil))
+            case 2:
+                let ballot = try Ballot(from: &reader)
+                answers.append(.some(CASPaxosAcceptedValue(ballot: ballot, value: try LinearizableValue.decodeOptional(&reader))))
+            case let other: throw DecodeError("unknown look status \(other)")
+            }
+        }
+        try reader.expectEnd()
+        return answers
+    }
+
     /// The value a majority agrees on: some when at least `quorum` of `answers` hold
     /// the same accepted ballot (or all hold none); nil when the answers disagree.
     public static func agreedValue(_ answers: [CASPaxosAcceptedValue?], quorum: Int) -> LinearizableValue?? {

@@ -43,6 +43,9 @@ struct PeerRPCHandler: RPCHandler {
         if request.messageType == CASPaxosPeek.requestType {
             return peekRequest(request, context: context)
         }
+        if request.messageType == CASPaxosPeek.manyRequestType {
+            return peekManyRequest(request, context: context)
+        }
         if CASPaxosMessage.typeRange.contains(request.messageType) {
             return acceptorRequest(request, context: context)
         }
@@ -99,6 +102,25 @@ struct PeerRPCHandler: RPCHandler {
         return .later(promise.futureResult)
     }
 
+    /// A look at many keys' acceptors at once; each key answers on its own (refused,
+    /// nothing accepted, or the accepted value).
+    private func peekManyRequest(_ request: RPCMessage, context: RPCRequestContext) -> RPCDispatch {
+        let keys: [(ItemKey, CASPaxosPlacement)]
+        do {
+            keys = try CASPaxosPeek.decodeManyRequest(Array(request.body.readableBytesView))
+        } catch {
+            return .fail(RPCRemoteError(code: 1, message: "undecodable look: \(error.reason)"))
+        }
+        let promise = context.eventLoop.makePromise(of: RPCMessage.self)
+        let gathered = ManyPeeks(count: keys.count) { answers in
+            promise.succeed(RPCMessage(messageType: CASPaxosPeek.manyReplyType, body: ByteBuffer(bytes: CASPaxosPeek.encodeManyReply(answers))))
+        }
+        for (index, (key, placement)) in keys.enumerated() {
+            linearizable.handlePeek(key, placement: placement) { gathered.set(index, $0) }
+        }
+        return .later(promise.futureResult)
+    }
+
     func handle(_ request: RPCMessage, context: RPCRequestContext) async throws -> RPCMessage {
         switch request.messageType {
         case NodeStatsWire.request:
@@ -144,5 +166,26 @@ struct PeerRPCHandler: RPCHandler {
         default:
             throw RPCRemoteError(code: RPCRemoteError.unsupportedMessageTypeCode, message: "message type \(request.messageType) is not handled")
         }
+    }
+}
+
+/// The answers of a look at many keys, delivered once all are in.
+final class ManyPeeks: Sendable {
+    private let answers: Mutex<(values: [CASPaxosAcceptedValue??], missing: Int)>
+    private let done: @Sendable ([CASPaxosAcceptedValue??]) -> Void
+
+    init(count: Int, done: @escaping @Sendable ([CASPaxosAcceptedValue??]) -> Void) {
+        answers = Mutex((Array(repeating: .none, count: count), count))
+        self.done = done
+        if count == 0 { done([]) }
+    }
+
+    func set(_ index: Int, _ answer: CASPaxosAcceptedValue??) {
+        let complete: [CASPaxosAcceptedValue??]? = answers.withLock { state in
+            state.values[index] = answer
+            state.missing -= 1
+            return state.missing == 0 ? state.values : nil
+        }
+        if let complete { done(complete) }
     }
 }

@@ -236,13 +236,18 @@ final class EnrolmentAPI: Sendable {
 
     /// Every subject as JSON with its seats taken and left, read concurrently.
     private func withSeats(_ subjects: [Subject]) async throws -> [String] {
-        let counts = try await withThrowingTaskGroup(of: (Int, Int).self) { group in
-            for (index, subject) in subjects.enumerated() {
-                group.addTask { (index, try await self.members(EnrolmentTables.rosterKey(subject.code)).count) }
+        let answers = try await linearizable.readMany(
+            table: try table(EnrolmentTables.enrolment), keys: subjects.map { Array(EnrolmentTables.rosterKey($0.code).utf8) })
+        let counts = try answers.map { answer -> Int in
+            switch answer {
+            case .applied(let value):
+                guard let value, case .set(let members) = value.content else { return 0 }
+                return members.count
+            case .refused(let reason, _):
+                throw APIError.internalError("Reading a roster was refused: \(reason).")
+            case .failed(let failure, let message):
+                throw Self.unavailable(failure.isNotApplied ? failure : .noQuorum, message)
             }
-            var counts = Array(repeating: 0, count: subjects.count)
-            for try await (index, count) in group { counts[index] = count }
-            return counts
         }
         return try zip(subjects, counts).map { subject, enrolled in
             var json = try Self.json(subject)

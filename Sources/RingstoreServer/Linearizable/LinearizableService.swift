@@ -9,6 +9,22 @@ import Synchronization
 /// a linearizable table and answers what happened.
 public protocol LinearizableService: Sendable {
     func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer
+    /// Reads many keys of one table, each linearizably; answers in the order of `keys`.
+    func readMany(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer]
+}
+
+extension LinearizableService {
+    /// Each key read on its own, all at once.
+    public func readMany(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer] {
+        try await withThrowingTaskGroup(of: (Int, LinearizableAnswer).self) { group in
+            for (index, key) in keys.enumerated() {
+                group.addTask { (index, try await self.run(table: table, key: key, change: .read)) }
+            }
+            var answers = Array(repeating: LinearizableAnswer.applied(nil), count: keys.count)
+            for try await (index, answer) in group { answers[index] = answer }
+            return answers
+        }
+    }
 }
 
 /// A node's linearizable data path. In a cluster the node hands each operation to

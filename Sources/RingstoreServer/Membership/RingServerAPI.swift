@@ -90,6 +90,67 @@ final class RoutingLinearizableService: LinearizableService {
         self.server = server
     }
 
+    /// Reads many keys with one look per node (`CASPaxosPeek` many): a key whose
+    /// replicas' majority agrees on the accepted ballot is answered from the look;
+    /// the others are read as operations.
+    func readMany(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer] {
+        let routing = server.routing
+        guard let ring = routing.configuration.ring, !keys.isEmpty, keys.count <= CASPaxosPeek.manyKeysMax else {
+            return try await readEach(table: table, keys: keys)
+        }
+        let items = keys.map { ItemKey(table: table.name, key: $0, partitioning: routing.partitioning) }
+        let replicas = items.map { ring.preferenceList(for: $0.partition, count: table.n) }
+        var byNode: [NodeID: [Int]] = [:]
+        for (index, list) in replicas.enumerated() {
+            for node in list { byNode[node, default: []].append(index) }
+        }
+        let looks = await withTaskGroup(of: (NodeID, [Int], [CASPaxosAcceptedValue??]?).self) { group in
+            for (node, indices) in byNode {
+                group.addTask {
+                    guard routing.available.contains(node), let client = self.server.client(for: node) else { return (node, indices, nil) }
+                    let body = CASPaxosPeek.encodeManyRequest(indices.map { (items[$0], table.n) }, ringEpoch: ring.epoch)
+                    guard let reply = try? await client.call(RPCMessage(messageType: CASPaxosPeek.manyRequestType, body: ByteBuffer(bytes: body)), timeout: .milliseconds(500)),
+                          reply.messageType == CASPaxosPeek.manyReplyType,
+                          let answers = try? CASPaxosPeek.decodeManyReply(Array(reply.body.readableBytesView)), answers.count == indices.count
+                    else { return (node, indices, nil) }
+                    return (node, indices, answers)
+                }
+            }
+            var looks: [(NodeID, [Int], [CASPaxosAcceptedValue??]?)] = []
+            for await look in group { looks.append(look) }
+            return looks
+        }
+        var answered = Array(repeating: [CASPaxosAcceptedValue?](), count: keys.count)
+        for (_, indices, answers) in looks {
+            guard let answers else { continue }
+            for (position, index) in indices.enumerated() {
+                if case .some(let accepted) = answers[position] { answered[index].append(accepted) }
+            }
+        }
+        let quorum = table.n / 2 + 1
+        var results: [LinearizableAnswer?] = answered.map { answers in
+            guard case .some(let value) = CASPaxosPeek.agreedValue(answers, quorum: quorum) else { return nil }
+            return .applied(value)
+        }
+        let missing = results.indices.filter { results[$0] == nil }
+        if !missing.isEmpty {
+            let read = try await readEach(table: table, keys: missing.map { keys[$0] })
+            for (position, index) in missing.enumerated() { results[index] = read[position] }
+        }
+        return results.map { $0! }
+    }
+
+    private func readEach(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer] {
+        try await withThrowingTaskGroup(of: (Int, LinearizableAnswer).self) { group in
+            for (index, key) in keys.enumerated() {
+                group.addTask { (index, try await self.run(table: table, key: key, change: .read)) }
+            }
+            var answers = Array(repeating: LinearizableAnswer.applied(nil), count: keys.count)
+            for try await (index, answer) in group { answers[index] = answer }
+            return answers
+        }
+    }
+
     func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
         let routing = server.routing
         let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
