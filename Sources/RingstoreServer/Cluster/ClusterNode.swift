@@ -218,20 +218,13 @@ public final class ClusterNode: Sendable {
     /// awaited, so the whole page shares the group commit's fsyncs. Returns once all
     /// are durable; throws the first failure.
     func merge(page: [(ItemKey, StoredObject)]) async throws {
-        guard !page.isEmpty else { return }
-        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<ClientFailure?, Never>) in
-            let remaining = Atomic<Int>(page.count)
-            let firstFailure = Mutex<ClientFailure?>(nil)
-            for (key, object) in page {
-                write(key, .merge(object)) { result in
-                    if case .failed(let failure) = result { firstFailure.withLock { $0 = $0 ?? failure } }
-                    if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-                        continuation.resume(returning: firstFailure.withLock { $0 })
-                    }
-                }
+        try await awaitAll(page.count) { index, done in
+            let (key, object) = page[index]
+            write(key, .merge(object)) { result in
+                if case .failed(let failure) = result { return done(failure) }
+                done(nil)
             }
         }
-        if let failure { throw failure }
     }
 
     /// Sends `message` to every peer and returns the replies of those that answered.

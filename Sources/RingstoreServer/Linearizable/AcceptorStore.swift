@@ -60,20 +60,13 @@ final class AcceptorStore: Sendable {
 
     /// Merges many states (a page of a partition transfer); returns once all are durable.
     func merge(_ states: [(ItemKey, CASPaxosAcceptorState)]) async throws {
-        guard !states.isEmpty else { return }
-        let failure = await withCheckedContinuation { (continuation: CheckedContinuation<(any Error)?, Never>) in
-            let remaining = Atomic<Int>(states.count)
-            let firstFailure = Mutex<(any Error)?>(nil)
-            for (key, state) in states {
-                merge(state, for: key) { result in
-                    if case .failure(let error) = result { firstFailure.withLock { $0 = $0 ?? error } }
-                    if remaining.subtract(1, ordering: .acquiringAndReleasing).newValue == 0 {
-                        continuation.resume(returning: firstFailure.withLock { $0 })
-                    }
-                }
+        try await awaitAll(states.count) { index, done in
+            let (key, state) = states[index]
+            merge(state, for: key) { result in
+                if case .failure(let error) = result { return done(error) }
+                done(nil)
             }
         }
-        if let failure { throw failure }
     }
 
     /// Reads, decides and appends under the key's stripe lock; calls `done` after the

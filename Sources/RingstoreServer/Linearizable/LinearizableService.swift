@@ -16,6 +16,11 @@ public protocol LinearizableService: Sendable {
 extension LinearizableService {
     /// Each key read on its own, all at once.
     public func readMany(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer] {
+        try await readEach(table: table, keys: keys)
+    }
+
+    /// Each key read as its own operation, all at once; answers in the order of `keys`.
+    func readEach(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer] {
         try await withThrowingTaskGroup(of: (Int, LinearizableAnswer).self) { group in
             for (index, key) in keys.enumerated() {
                 group.addTask { (index, try await self.run(table: table, key: key, change: .read)) }

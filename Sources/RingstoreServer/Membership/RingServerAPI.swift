@@ -140,17 +140,6 @@ final class RoutingLinearizableService: LinearizableService {
         return results.map { $0! }
     }
 
-    private func readEach(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer] {
-        try await withThrowingTaskGroup(of: (Int, LinearizableAnswer).self) { group in
-            for (index, key) in keys.enumerated() {
-                group.addTask { (index, try await self.run(table: table, key: key, change: .read)) }
-            }
-            var answers = Array(repeating: LinearizableAnswer.applied(nil), count: keys.count)
-            for try await (index, answer) in group { answers[index] = answer }
-            return answers
-        }
-    }
-
     func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
         let routing = server.routing
         let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
