@@ -14,7 +14,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -22,6 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
 from urllib.parse import quote
+
+from tests.ports import reserve
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = "127.0.0.1"
@@ -262,10 +263,8 @@ def error_code(reply: Reply) -> str:
 
 
 def unused_loopback_port() -> int:
-    """A loopback port that was free a moment ago and has no listener (bound, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((LOOPBACK, 0))
-        return probe.getsockname()[1]
+    """A loopback port nothing listens on (see tests/ports.py)."""
+    return reserve(1, LOOPBACK)[0]
 
 
 def run_cli(binary: Path, *args: str, input: bytes | None = None, env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess:

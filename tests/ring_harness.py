@@ -8,7 +8,6 @@ fixture that started it."""
 from __future__ import annotations
 
 import re
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -21,21 +20,14 @@ from tests.harness import (
     request,
     stop_process,
 )
+from tests.ports import reserve
 
 LISTENING = re.compile(r"^ringstore (?:node|ring \S+) listening on http://([^\s:]+):(\d+)", re.MULTILINE)
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel has just handed out on loopback, for addresses that must be known up front."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind((LOOPBACK, 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+    """Ports for addresses that must be known up front (see tests/ports.py)."""
+    return reserve(count, LOOPBACK)
 
 
 class Proc:

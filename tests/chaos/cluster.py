@@ -18,7 +18,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -28,6 +27,7 @@ from urllib.parse import quote
 
 from tests.harness import Reply, run_cli
 from tests.ring_harness import Proc
+from tests.ports import reserve
 
 RING_HOSTS = ("127.0.0.11", "127.0.0.12")
 NODE_HOSTS = ("127.0.0.21", "127.0.0.22", "127.0.0.23", "127.0.0.24", "127.0.0.25")
@@ -61,18 +61,6 @@ def call(host: str, port: int, method: str, path: str, body: bytes | str | None 
             raise ConnectionError(f"{host}:{port}: {error!r}") from error
     finally:
         connection.close()
-
-
-def free_port(host: str, taken: set[int]) -> int:
-    """A port nothing listens on at `host` (bound there a moment ago, then released)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
-        if port not in taken:
-            taken.add(port)
-            return port
-    raise RuntimeError(f"no free port on {host}")
 
 
 def kv(table: str, key: str, query: str = "") -> str:
@@ -248,8 +236,8 @@ class ChaosCluster:
         self.mounted: Path | None = None
         ports: dict[str, tuple[int, int]] = {}
         for host in [*ring_hosts, *node_hosts]:
-            taken: set[int] = set()
-            ports[host] = (free_port(host, taken), free_port(host, taken))
+            http_port, rpc_port = reserve(2, host)
+            ports[host] = (http_port, rpc_port)
         self.join = ",".join(f"{host}:{ports[host][1]}" for host in ring_hosts)
         self.ring_servers: dict[str, Host] = {}
         for index, host in enumerate(ring_hosts):

@@ -4,28 +4,20 @@ hinted hand-off after a SIGKILL, and read repair, seen from the HTTP API."""
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import time
 
 import pytest
 
 from tests.harness import kv_path, request as http_request
+from tests.ports import reserve
 
 CONTEXT = "X-Ringstore-Context"
 
 
 def free_ports(count: int) -> list[int]:
-    """Ports the kernel has just handed out on loopback (for --rpc, which peers must know up front)."""
-    sockets = []
-    for _ in range(count):
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.bind(("127.0.0.1", 0))
-        sockets.append(sock)
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
+    """Ports for --rpc, which peers must know up front (see tests/ports.py)."""
+    return reserve(count)
 
 
 class Cluster:

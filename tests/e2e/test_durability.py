@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.harness import LOOPBACK, Node, error_code, kv_path
+from tests.harness import LOOPBACK, error_code, kv_path
 
 WRITER_THREADS = 8
 WRITE_SECONDS = 3.0

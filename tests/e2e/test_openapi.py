@@ -3,9 +3,7 @@ the routes the server serves, and real replies match what it documents."""
 
 from __future__ import annotations
 
-import copy
 import re
-from pathlib import Path
 
 import pytest
 import yaml

@@ -68,6 +68,8 @@ public enum ChangeFailure: Error, Sendable, Hashable {
     case outcomeUnknown(String)
     /// The change makes no sense against the committed configuration.
     case invalid(String)
+    /// The ring server could not write its state file (a full disk): not applied.
+    case stateNotStored
 }
 
 /// What a `RingServerEngine` asks its shell to do.

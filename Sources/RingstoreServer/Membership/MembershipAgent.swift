@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import CoreMetrics
 import Logging
 import NIOCore
 import RingstoreCore
@@ -31,6 +32,7 @@ final class MembershipAgent: Sendable {
     private let repeatedTask = Mutex<RepeatedTask?>(nil)
     /// Partitions this node must receive while the ring changes.
     private let receiver: PartitionReceiver
+    private let stateWriteFailures = CoreMetrics.Counter(label: "ringstore_state_write_failures_total", dimensions: [("process", "node")])
 
     init(
         me: MemberInfo, node: ClusterNode, catalog: TableCatalog, service: ClusterKeyValueService, ringServers: [RingServerAddress],
@@ -61,16 +63,6 @@ final class MembershipAgent: Sendable {
             return try FollowerDurableState.decode(body)
         } catch {
             throw StateFileError(path: path, reason: error.reason)
-        }
-    }
-
-    private func save(_ state: FollowerDurableState) {
-        do {
-            try StateFile.write(state.encode(), to: statePath)
-        } catch {
-            // A promise that is not on disk must not be acted on; stopping is the only safe answer.
-            logger.critical("could not write the membership state file", metadata: ["path": "\(statePath)", "error": "\(error)"])
-            fatalError("could not write \(statePath): \(error)")
         }
     }
 
@@ -135,12 +127,29 @@ final class MembershipAgent: Sendable {
             return .fail(RPCRemoteError(code: 1, message: "undecodable ring server message: \(error.reason)"))
         }
         let now = now()
-        // The promise is written before the answer leaves, under the lock, so two
-        // messages cannot persist out of order.
-        let directives = follower.withLock { follower in
-            let directives = follower.receive(message, now: now)
-            for case .persist(let state) in directives { save(state) }
-            return directives
+        // The message runs on a copy of the follower, and its promise is written before
+        // the copy replaces the follower and before any answer leaves, under the lock so
+        // two messages cannot persist out of order. When the promise cannot be written
+        // (a full disk), the message is dropped whole and not answered, as if it had been
+        // lost; the ring server sends it again.
+        let outcome: Result<[FollowerDirective], any Error> = follower.withLock { follower in
+            var next = follower
+            let directives = next.receive(message, now: now)
+            do {
+                for case .persist(let state) in directives { try StateFile.write(state.encode(), to: statePath) }
+            } catch {
+                return .failure(error)
+            }
+            follower = next
+            return .success(directives)
+        }
+        let directives: [FollowerDirective]
+        switch outcome {
+        case .success(let done): directives = done
+        case .failure(let error):
+            stateWriteFailures.increment()
+            logger.error("could not write the membership state file; the ring server's message is not answered", metadata: ["path": "\(statePath)", "error": "\(error)"])
+            return .fail(RPCRemoteError(code: 2, message: "the node could not store its membership state: \(error)"))
         }
         var reply = MembershipWire.ackMessage
         for directive in directives {

@@ -65,6 +65,7 @@ public final class RingServer: Sendable {
     private let statePath: String
     private let roleGauge = CoreMetrics.Gauge(label: "ringstore_ring_server_primary")
     private let termGauge = CoreMetrics.Gauge(label: "ringstore_ring_server_term")
+    private let stateWriteFailures = CoreMetrics.Counter(label: "ringstore_state_write_failures_total", dimensions: [("process", "ring_server")])
 
     /// Loads the state file (if any) and builds the engine; call `start()` next.
     public init(options: Options, group: any EventLoopGroup, logger: Logger) throws {
@@ -144,7 +145,9 @@ public final class RingServer: Sendable {
         return await withCheckedContinuation { continuation in
             waiting.withLock { $0[token] = continuation }
             engineLoop.execute { [self] in
-                feed { engine, now in request(&engine, token, now) }
+                if !feed({ engine, now in request(&engine, token, now) }) {
+                    waiting.withLock { $0.removeValue(forKey: token) }?.resume(returning: .failure(.stateNotStored))
+                }
             }
         }
     }
@@ -207,24 +210,34 @@ public final class RingServer: Sendable {
     // MARK: Driving the engine
 
     /// Feeds one event; MUST run on the engine loop, so directives are carried out in order.
-    private func feed(_ event: (inout RingServerEngine, Duration) -> [RingServerDirective]) {
+    ///
+    /// The event runs on a copy of the engine. The state it asks to persist is written
+    /// first; only then does the copy replace the engine and are its other directives
+    /// carried out. When the state cannot be written (a full disk), the event is
+    /// dropped whole, as if its message had been lost, and `false` is returned: nothing
+    /// that depends on unwritten state is ever sent.
+    @discardableResult
+    private func feed(_ event: (inout RingServerEngine, Duration) -> [RingServerDirective]) -> Bool {
         engineLoop.preconditionInEventLoop()
         let now = now()
-        let directives = engine.withLock { event(&$0, now) }
+        var next = engine.withLock { $0 }
+        let directives = event(&next, now)
+        do {
+            for case .persist(let state) in directives { try Self.saveState(state, to: statePath) }
+        } catch {
+            stateWriteFailures.increment()
+            logger.error("could not write the ring server's state file; the event is dropped and retried by its sender", metadata: ["path": "\(statePath)", "error": "\(error)"])
+            return false
+        }
+        engine.withLock { $0 = next }
         for directive in directives { execute(directive) }
+        return true
     }
 
     private func execute(_ directive: RingServerDirective) {
         switch directive {
-        case .persist(let state):
-            do {
-                try Self.saveState(state, to: statePath)
-            } catch {
-                // Going on without the state on disk could let this ring server claim a
-                // term twice after a restart; stopping is the only safe answer.
-                logger.critical("could not write the ring server's state file", metadata: ["path": "\(statePath)", "error": "\(error)"])
-                fatalError("could not write \(statePath): \(error)")
-            }
+        case .persist:
+            break  // written by `feed` before any directive is carried out
         case .sendToNode(let node, let message):
             guard let client = client(for: node) else { return }
             client.callFuture(MembershipWire.message(message), timeout: TimeAmount(options.heartbeatInterval * 2)).whenSuccess { [self] reply in

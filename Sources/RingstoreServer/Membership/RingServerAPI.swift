@@ -253,6 +253,9 @@ final class RingServerTables: TableDirectory {
             return APIError.unavailable(code: "change_outcome_unknown", message: "The change was offered to the nodes but not confirmed by a majority (\(reason)); read the tables to see whether it took effect.")
         case .invalid(let reason):
             return APIError(.conflict, code: "invalid_change", message: reason)
+        case .stateNotStored:
+            return APIError(HTTPResponse.Status(code: 507, reasonPhrase: "Insufficient Storage"), code: "disk_full",
+                            message: "The ring server could not write its state file (its disk is full); the change was not applied. Retry once space is freed.")
         }
     }
 }
