@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // Pure logic: no I/O, no clocks, no randomness it is not given, no dependencies.
@@ -91,6 +92,18 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // Load generation for `ringstore bench run`: workloads, key distributions, the
+        // open-loop driver, HDR histograms, the JSON report.
+        .target(
+            name: "RingstoreBench",
+            dependencies: [
+                "RingstoreCore",
+                "RingstoreClient",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         // The one binary: argument parsing and wiring only.
         .executableTarget(
             name: "ringstore",
@@ -99,6 +112,7 @@ let package = Package(
                 "RingstoreStorage",
                 "RingstoreServer",
                 "RingstoreClient",
+                "RingstoreBench",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
@@ -139,6 +153,11 @@ let package = Package(
                 "RingstoreClient",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
+            swiftSettings: strictSettings
+        ),
+        .testTarget(
+            name: "RingstoreBenchTests",
+            dependencies: ["RingstoreBench", "RingstoreCore"],
             swiftSettings: strictSettings
         ),
         .testTarget(

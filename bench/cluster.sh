@@ -14,48 +14,14 @@ connections="${2:-32}"
 keys=10000
 source bench/lib.sh
 
-http_ports=(18281 18282 18283)
-rpc_ports=(18291 18292 18293)
-peers="n1=127.0.0.1:${rpc_ports[0]},n2=127.0.0.1:${rpc_ports[1]},n3=127.0.0.1:${rpc_ports[2]}"
-for i in 0 1 2; do
-  "$RINGSTORE_BIN" node --id "n$((i + 1))" --data "$work/n$((i + 1))" --http "127.0.0.1:${http_ports[$i]}" \
-    --rpc "127.0.0.1:${rpc_ports[$i]}" --peers "$peers" --durability always --log-level warning >"$work/n$((i + 1)).log" 2>&1 &
-  pids+=($!)
-done
-for port in "${http_ports[@]}"; do
-  for _ in $(seq 200); do
-    reachable=$(curl -sf "http://127.0.0.1:$port/v1/cluster" | grep -o '"reachable":true' | wc -l || true)
-    [[ "$reachable" == 3 ]] && break
-    sleep 0.1
-  done
-done
+start_static_nodes 18280 18290 3 --durability always
 
-python3 - "$keys" "${http_ports[@]}" <<'PY'
-import http.client, sys
-keys = int(sys.argv[1]); ports = [int(p) for p in sys.argv[2:]]
-connections = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
-for i in range(keys):
-    connection = connections[i % len(connections)]
-    connection.request("PUT", f"/v1/kv/default/key{i}", body=b"v" * 100, headers={"Content-Type": "application/octet-stream"})
-    response = connection.getresponse(); response.read()
-    assert response.status == 204, response.status
-PY
+preload_ringstore "${node_http[@]}"
 
-run() { # name script -> one RESULT line summed over the three wrk runs
-  local outputs=() runs=() share=$(( connections / 3 )) i
-  for i in 0 1 2; do
-    local c=$share; [[ $i == 0 ]] && c=$(( connections - 2 * share ))
-    WRK_ID=$i KEYS=$keys wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$2" "http://127.0.0.1:${http_ports[$i]}" >"$work/wrk-$i.out" &
-    runs+=($!)
-    outputs+=("$work/wrk-$i.out")
-  done
-  for i in "${runs[@]}"; do wait "$i"; done
-  sum_wrk "$1" "${outputs[@]}"
-}
-
+export KEYS=$keys
 results=()
-results+=("$(run 'cluster GET r=2' get.lua)")
-results+=("$(run 'cluster PUT w=2' put.lua)")
+results+=("$(wrk_spread 'cluster GET r=2' get.lua "${node_http[@]}")")
+results+=("$(wrk_spread 'cluster PUT w=2' put.lua "${node_http[@]}")")
 
 date_utc=$(date -u +%Y-%m-%d)
 out="bench/results/cluster-3-nodes-$date_utc.md"

@@ -4,7 +4,7 @@
 # measured three ways:
 #   - wrk over HTTP against the two ring servers (each forwards to a coordinator);
 #   - wrk over HTTP against the three nodes (each coordinates);
-#   - `ringstore bench client --mode direct`: the partition-aware Swift client over
+#   - `ringstore bench run --mode direct`: the partition-aware Swift client over
 #     the node protocol.
 #
 #   bench/ring-vs-direct.sh [seconds] [connections]
@@ -64,7 +64,7 @@ wrk_run() { # name script port... -> one RESULT line summed over one wrk per por
 
 direct_run() { # name workload -> RESULT line from the Swift client
   local out
-  out=$("$RINGSTORE_BIN" bench client --url "http://127.0.0.1:${rs_http[0]},http://127.0.0.1:${rs_http[1]}" --mode direct \
+  out=$("$RINGSTORE_BIN" bench run --url "http://127.0.0.1:${rs_http[0]},http://127.0.0.1:${rs_http[1]}" --mode direct --quiet \
     --workload "$2" --concurrency "$connections" --duration "$seconds" --value-size 100 --keys "$keys" 2>&1)
   echo "$out" >>"$work/direct.out"
   python3 - "$1" "$out" <<'PY'
@@ -79,10 +79,10 @@ PY
 results=()
 results+=("$(wrk_run 'GET through the ring servers (wrk, HTTP)' get.lua "${rs_http[@]}")")
 results+=("$(wrk_run 'GET to the nodes (wrk, HTTP)' get.lua "${node_http[@]}")")
-results+=("$(direct_run 'GET direct (Swift client, node protocol)' get)")
+results+=("$(direct_run 'GET direct (Swift client, node protocol)' c)")
 results+=("$(wrk_run 'PUT through the ring servers (wrk, HTTP)' put.lua "${rs_http[@]}")")
 results+=("$(wrk_run 'PUT to the nodes (wrk, HTTP)' put.lua "${node_http[@]}")")
-results+=("$(direct_run 'PUT direct (Swift client, node protocol)' put)")
+results+=("$(direct_run 'PUT direct (Swift client, node protocol)' w)")
 
 out="bench/results/ring-vs-direct-$(date -u +%F).md"
 {

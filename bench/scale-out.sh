@@ -40,7 +40,7 @@ sleep 1
 
 echo "loading $keys keys…" >&2
 load_started=$(date +%s.%N)
-"$RINGSTORE_BIN" bench client --url "$urls" --mode direct --workload put --keys "$keys" --duration 1 --concurrency 64 >"$work/load.out"
+"$RINGSTORE_BIN" bench run --url "$urls" --mode direct --workload c --keys "$keys" --operations 1 --concurrency 64 --quiet >"$work/load.out"
 load_seconds=$(echo "$(date +%s.%N) - $load_started" | bc)
 echo "loaded in ${load_seconds} s" >&2
 

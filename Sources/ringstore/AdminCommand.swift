@@ -30,14 +30,7 @@ struct AdminCommand: AsyncParsableCommand {
         @Flag(help: "Print the server's JSON instead of a summary.")
         var json = false
 
-        func endpoints() throws -> [Endpoint] {
-            let parts = urls.split(separator: ",").map(String.init)
-            let endpoints = parts.compactMap(Endpoint.init(parsing:))
-            guard !parts.isEmpty, endpoints.count == parts.count else {
-                throw ValidationError("--url must be http://HOST:PORT (comma-separated for several); got '\(urls)'.")
-            }
-            return endpoints
-        }
+        func endpoints() throws -> [Endpoint] { try Endpoint.list(parsing: urls) }
 
         func bearer() throws -> String {
             if let token, !token.isEmpty { return token }

@@ -5,6 +5,7 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
         abstract: "Measure Ringstore.",
-        subcommands: [StorageBenchCommand.self, StorageReopenCommand.self, HTTPBaselineCommand.self, ClientBenchCommand.self, RushBenchCommand.self]
+        subcommands: [LoadBenchCommand.self, RushBenchCommand.self, StorageBenchCommand.self, StorageReopenCommand.self, HTTPBaselineCommand.self],
+        defaultSubcommand: LoadBenchCommand.self
     )
 }

@@ -19,14 +19,7 @@ struct ClientOptions: ParsableArguments {
         _ = try endpoints()
     }
 
-    func endpoints() throws -> [Endpoint] {
-        let parts = urls.split(separator: ",").map { String($0) }
-        let endpoints = parts.compactMap(Endpoint.init(parsing:))
-        guard !parts.isEmpty, endpoints.count == parts.count else {
-            throw ValidationError("--url must be http://HOST:PORT (comma-separated for several); got '\(urls)'.")
-        }
-        return endpoints
-    }
+    func endpoints() throws -> [Endpoint] { try Endpoint.list(parsing: urls) }
 
     /// A partition-aware client: it fetches the ring from the URLs and sends the request
     /// straight to a node of the key, or over HTTP when no ring can be used (a lone
@@ -155,5 +148,17 @@ struct DeleteCommand: AsyncParsableCommand {
             try await client.delete(table: options.table, key: key, context: context)
             print("deleted \(options.table)/\(key)")
         }
+    }
+}
+
+extension Endpoint {
+    /// The endpoints of a `--url` option: `http://HOST:PORT`, comma-separated.
+    static func list(parsing urls: String) throws -> [Endpoint] {
+        let parts = urls.split(separator: ",").map(String.init)
+        let endpoints = parts.compactMap(Endpoint.init(parsing:))
+        guard !parts.isEmpty, endpoints.count == parts.count else {
+            throw ValidationError("--url must be http://HOST:PORT (comma-separated for several); got '\(urls)'.")
+        }
+        return endpoints
     }
 }
