@@ -288,3 +288,106 @@ struct CASPaxosEncodingTests {
         }
     }
 }
+
+@Suite("CASPaxos in one round trip")
+struct CASPaxosOnePhaseTests {
+    // Proves an accept carrying a next ballot stores the accepted value and the promise of the next ballot together.
+    @Test func acceptPromisesTheNextBallot() {
+        let promised = CASPaxosAcceptorState(promised: ballot(5), accepted: nil)
+        let decision = CASPaxosAcceptor.accept(key, ballot: ballot(5), value: counter(1, 1), next: ballot(6), state: promised)
+        #expect(decision.reply == .accepted(key, ballot: ballot(5)))
+        #expect(decision.newState == CASPaxosAcceptorState(promised: ballot(6), accepted: accepted(ballot(5), counter(1, 1))))
+        let stored = decision.newState!
+        // Ballots below the promise are refused, also the prepare of another proposer between the two.
+        #expect(CASPaxosAcceptor.prepare(key, ballot: ballot(6), state: stored).reply == .prepareRejected(key, ballot: ballot(6), highest: ballot(6)))
+        #expect(CASPaxosAcceptor.accept(key, ballot: ballot(5, 2), value: nil, state: stored).reply
+                == .acceptRejected(key, ballot: ballot(5, 2), highest: ballot(6)))
+        // The same accept again is answered again: the acceptor did take it.
+        #expect(CASPaxosAcceptor.accept(key, ballot: ballot(5), value: counter(1, 1), next: ballot(6), state: stored)
+                == CASPaxosAcceptorDecision(newState: nil, reply: .accepted(key, ballot: ballot(5))))
+        // The promised ballot's own accept is taken.
+        let next = CASPaxosAcceptor.accept(key, ballot: ballot(6), value: counter(2, 2), next: ballot(7), state: stored)
+        #expect(next.newState == CASPaxosAcceptorState(promised: ballot(7), accepted: accepted(ballot(6), counter(2, 2))))
+    }
+
+    // Proves the next ballot travels on the wire, and a next ballot not above the accept's is refused.
+    @Test func theNextBallotIsEncoded() throws {
+        let message = CASPaxosMessage.accept(key, ballot: ballot(5), value: counter(1, 1), next: ballot(6))
+        let (type, body) = message.encode()
+        #expect(type == 302)
+        #expect(try CASPaxosMessage.decode(type: type, body: body) == message)
+        let plain = CASPaxosMessage.accept(key, ballot: ballot(5), value: nil)
+        #expect(try CASPaxosMessage.decode(type: 302, body: plain.encode().body) == plain)
+        var writer = ByteWriter(capacity: 32)
+        key.encode(into: &writer)
+        ballot(5).encode(into: &writer)
+        LinearizableValue.encodeOptional(nil, into: &writer)
+        writer.writeUInt8(1)
+        ballot(5).encode(into: &writer)
+        #expect(throws: DecodeError.self) { try CASPaxosMessage.decode(type: 302, body: writer.bytes) }
+    }
+
+    // Proves a proposer asks for the next ballot's promise and reports it once a majority accepted; one started from that promise skips the prepare.
+    @Test func aPromiseLetsTheNextChangeSkipThePrepare() {
+        var first = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas,
+                                     ballot: ballot(4), timeout: timeout, next: ballot(5))
+        _ = first.start()
+        _ = first.receive(.promise(key, ballot: ballot(4), accepted: nil), from: replicas[0])
+        let accepts = first.receive(.promise(key, ballot: ballot(4), accepted: nil), from: replicas[1])
+        #expect(Set(sends(accepts).values) == [.accept(key, ballot: ballot(4), value: counter(1, 1), next: ballot(5))])
+        _ = first.receive(.accepted(key, ballot: ballot(4)), from: replicas[0])
+        #expect(first.promiseOfNext == nil, "one accept is not a majority")
+        #expect(replies(first.receive(.accepted(key, ballot: ballot(4)), from: replicas[2])) == [.applied(counter(1, 1))])
+        let promise = try! #require(first.promiseOfNext)
+        #expect(promise == CASPaxosPromise(ballot: ballot(5), value: counter(1, 1)))
+
+        var second = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas,
+                                      promise: promise, timeout: timeout, next: ballot(6))
+        let started = second.start()
+        #expect(Set(sends(started).values) == [.accept(key, ballot: ballot(5), value: counter(2, 2), next: ballot(6))])
+        #expect(started.contains(.startTimer(after: timeout)))
+        #expect(second.found == .some(counter(1, 1)))
+        _ = second.receive(.accepted(key, ballot: ballot(5)), from: replicas[1])
+        #expect(replies(second.receive(.accepted(key, ballot: ballot(5)), from: replicas[2])) == [.applied(counter(2, 2))])
+        #expect(second.promiseOfNext == CASPaxosPromise(ballot: ballot(6), value: counter(2, 2)))
+    }
+
+    // Proves a read from a promise still runs the accept phase, and another proposer's higher promise ends it as a conflict.
+    @Test func aStalePromiseEndsInAConflict() {
+        var read = CASPaxosProposer(key: key, change: .read, replicas: replicas, promise: CASPaxosPromise(ballot: ballot(5), value: counter(1, 1)),
+                                    timeout: timeout)
+        let started = read.start()
+        #expect(Set(sends(started).values) == [.accept(key, ballot: ballot(5), value: counter(1, 1))])
+        _ = read.receive(.acceptRejected(key, ballot: ballot(5), highest: ballot(8, 2)), from: replicas[0])
+        #expect(replies(read.receive(.acceptRejected(key, ballot: ballot(5), highest: ballot(8, 2)), from: replicas[1]))
+                == [.conflict(higherBallot: ballot(8, 2), outcomeUnknown: false)])
+        #expect(read.promiseOfNext == nil)
+    }
+}
+
+@Suite("CASPaxos refusals of a whole accept")
+struct CASPaxosAllRefusedTests {
+    // Proves a change refused by every replica (from a promise) is a conflict that may be retried, not an unknown outcome.
+    @Test func aChangeEveryReplicaRefusedWasNotApplied() {
+        var change = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas,
+                                      promise: CASPaxosPromise(ballot: ballot(5), value: counter(1, 1)), timeout: timeout)
+        _ = change.start()
+        #expect(change.receive(.acceptRejected(key, ballot: ballot(5), highest: ballot(8, 2)), from: replicas[0]).isEmpty)
+        #expect(change.receive(.acceptRejected(key, ballot: ballot(5), highest: ballot(9, 2)), from: replicas[1]).isEmpty,
+                "it waits for the last replica: had it accepted, the outcome would be unknown")
+        let result = replies(change.receive(.acceptRejected(key, ballot: ballot(5), highest: ballot(8, 2)), from: replicas[2]))
+        #expect(result == [.conflict(higherBallot: ballot(9, 2), outcomeUnknown: false)])
+        #expect(result[0].isSafeToRetry)
+    }
+
+    // Proves that when one replica accepted, the same refusals leave the outcome unknown.
+    @Test func oneAcceptLeavesTheOutcomeUnknown() {
+        var change = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas,
+                                      promise: CASPaxosPromise(ballot: ballot(5), value: counter(1, 1)), timeout: timeout)
+        _ = change.start()
+        _ = change.receive(.accepted(key, ballot: ballot(5)), from: replicas[0])
+        _ = change.receive(.acceptRejected(key, ballot: ballot(5), highest: ballot(8, 2)), from: replicas[1])
+        let result = replies(change.receive(.acceptRejected(key, ballot: ballot(5), highest: ballot(8, 2)), from: replicas[2]))
+        #expect(result == [.conflict(higherBallot: ballot(8, 2), outcomeUnknown: true)])
+    }
+}

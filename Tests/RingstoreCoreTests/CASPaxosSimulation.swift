@@ -29,6 +29,9 @@ struct CASPaxosWorld {
         /// A deliberate bug: acceptors lose what they stored when they crash, as if
         /// they replied before persisting.
         var acceptorsForgetOnCrash = false
+        /// Proposers ask each accept for a promise of their next ballot and run their
+        /// next change to the key from it, without a prepare (one round trip).
+        var onePhase = false
 
         /// Every parameter derived from the seed.
         static func derived(seed: UInt64, fault: CASPaxosProposer.Fault = .correct) -> Parameters {
@@ -45,14 +48,15 @@ struct CASPaxosWorld {
                 acceptorCrashPerTenThousand: Int.random(in: 0...30, using: &random),
                 proposerCrashPerTenThousand: Int.random(in: 0...8, using: &random),
                 partitionPerTenThousand: Int.random(in: 0...40, using: &random),
-                fault: fault)
+                fault: fault,
+                onePhase: Bool.random(using: &random) && fault == .correct)
         }
 
         var description: String {
             "seed \(seed): \(acceptorCount) acceptors, \(proposerCount) proposers, \(keyCount) keys, "
                 + "\(operationsPerProposer) ops each, drop \(dropPercent)%, duplicate \(duplicatePercent)%, "
                 + "delay ≤\(delayMaxTicks) ms, crashes \(acceptorCrashPerTenThousand)/\(proposerCrashPerTenThousand) per 10k ticks, "
-                + "cuts \(partitionPerTenThousand) per 10k ticks, fault \(fault)"
+                + "cuts \(partitionPerTenThousand) per 10k ticks, fault \(fault)" + (onePhase ? ", one-phase changes" : "")
         }
     }
 
@@ -98,6 +102,8 @@ struct CASPaxosWorld {
         var nextInvokeAt = 0
         /// The version each key had in this client's last answer, for `If-Match`.
         var lastVersion: [Int: UInt64] = [:]
+        /// Promises earned by accepts that carried a next ballot, by key index.
+        var promises: [Int: CASPaxosPromise] = [:]
         var isUp: Bool { restartAt == nil }
 
         init(id: UInt64, operationsLeft: Int) {
@@ -353,9 +359,17 @@ struct CASPaxosWorld {
     private mutating func attempt(_ index: Int) {
         guard var operation = proposers[index].current else { return }
         operation.attempts += 1
-        let ballot = proposers[index].generator.next()
-        var machine = CASPaxosProposer(key: keys[operation.keyIndex], change: operation.change, replicas: replicas,
-                                       ballot: ballot, timeout: Self.proposerTimeout, fault: parameters.fault)
+        var machine: CASPaxosProposer
+        if parameters.onePhase, let promise = proposers[index].promises.removeValue(forKey: operation.keyIndex) {
+            machine = CASPaxosProposer(key: keys[operation.keyIndex], change: operation.change, replicas: replicas, ballot: promise.ballot,
+                                       timeout: Self.proposerTimeout, next: proposers[index].generator.next(), promised: .some(promise.value),
+                                       fault: parameters.fault)
+        } else {
+            let ballot = proposers[index].generator.next()
+            machine = CASPaxosProposer(key: keys[operation.keyIndex], change: operation.change, replicas: replicas, ballot: ballot,
+                                       timeout: Self.proposerTimeout, next: parameters.onePhase ? proposers[index].generator.next() : nil,
+                                       fault: parameters.fault)
+        }
         let directives = machine.start()
         operation.machine = machine
         proposers[index].current = operation
@@ -381,6 +395,7 @@ struct CASPaxosWorld {
 
     private mutating func finish(_ index: Int, with result: CASPaxosResult) {
         guard let operation = proposers[index].current else { return }
+        if let promise = operation.machine?.promiseOfNext { proposers[index].promises[operation.keyIndex] = promise }
         switch result {
         case .applied(let value):
             complete(index, operation, .applied(value), version: value?.version ?? 0)
@@ -437,6 +452,7 @@ struct CASPaxosWorld {
         proposers[index].nextInvokeAt = thinkTime()
         proposers[index].generator = BallotGenerator(proposer: proposers[index].id)
         proposers[index].lastVersion = [:]
+        proposers[index].promises = [:]
     }
 
     private mutating func randomChange(kind: KeyKind, lastVersion: UInt64?) -> LinearizableChange {

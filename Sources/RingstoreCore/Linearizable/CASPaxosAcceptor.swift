@@ -145,13 +145,25 @@ public enum CASPaxosAcceptor {
     /// Phase 2: accepts `value` under `ballot` unless a higher ballot was promised;
     /// otherwise rejects with the highest ballot seen. Accepting the same ballot and
     /// value again (a duplicated message) changes nothing and answers again.
+    ///
+    /// With `next` (above `ballot`), an accepted request also promises `next`, in
+    /// the same stored state: the reply then tells the proposer both that `value`
+    /// was accepted and that ballots below `next` are refused from now on, with
+    /// `value` as the last accepted, which is what a promise of `next` would have
+    /// answered.
     public static func accept(
-        _ key: ItemKey, ballot: Ballot, value: LinearizableValue?, state: CASPaxosAcceptorState
+        _ key: ItemKey, ballot: Ballot, value: LinearizableValue?, next: Ballot? = nil, state: CASPaxosAcceptorState
     ) -> CASPaxosAcceptorDecision {
         if let highest = state.promised, ballot < highest {
+            // A repeated accept this acceptor already took (it has promised a higher
+            // ballot since, such as the `next` of that accept): it did accept it.
+            if state.accepted == CASPaxosAcceptedValue(ballot: ballot, value: value) {
+                return CASPaxosAcceptorDecision(newState: nil, reply: .accepted(key, ballot: ballot))
+            }
             return CASPaxosAcceptorDecision(newState: nil, reply: .acceptRejected(key, ballot: ballot, highest: highest))
         }
-        let newState = CASPaxosAcceptorState(promised: ballot, accepted: CASPaxosAcceptedValue(ballot: ballot, value: value))
+        let promised = next.map { Swift.max($0, ballot) } ?? ballot
+        let newState = CASPaxosAcceptorState(promised: promised, accepted: CASPaxosAcceptedValue(ballot: ballot, value: value))
         return CASPaxosAcceptorDecision(newState: newState == state ? nil : newState, reply: .accepted(key, ballot: ballot))
     }
 
@@ -161,8 +173,8 @@ public enum CASPaxosAcceptor {
         switch message {
         case .prepare(let key, let ballot):
             prepare(key, ballot: ballot, state: state)
-        case .accept(let key, let ballot, let value):
-            accept(key, ballot: ballot, value: value, state: state)
+        case .accept(let key, let ballot, let value, let next):
+            accept(key, ballot: ballot, value: value, next: next, state: state)
         case .promise, .accepted, .prepareRejected, .acceptRejected:
             nil
         }

@@ -6,8 +6,10 @@ public enum CASPaxosMessage: Hashable, Sendable {
     case prepare(ItemKey, ballot: Ballot)
     /// Phase 1 reply: promised, with the value last accepted (if any). Type 301.
     case promise(ItemKey, ballot: Ballot, accepted: CASPaxosAcceptedValue?)
-    /// Phase 2 request: accept `value` under `ballot`. Type 302.
-    case accept(ItemKey, ballot: Ballot, value: LinearizableValue?)
+    /// Phase 2 request: accept `value` under `ballot`; with `next`, also promise
+    /// `next` (above `ballot`) once accepted, so that the proposer's next change to
+    /// the key needs no prepare (the one-round-trip optimisation). Type 302.
+    case accept(ItemKey, ballot: Ballot, value: LinearizableValue?, next: Ballot? = nil)
     /// Phase 2 reply: accepted. Type 303.
     case accepted(ItemKey, ballot: Ballot)
     /// Phase 1 refusal: the acceptor has seen `highest`, which is not below `ballot`. Type 304.
@@ -21,7 +23,7 @@ public enum CASPaxosMessage: Hashable, Sendable {
     /// The key the message is about.
     public var key: ItemKey {
         switch self {
-        case .prepare(let key, _), .promise(let key, _, _), .accept(let key, _, _), .accepted(let key, _),
+        case .prepare(let key, _), .promise(let key, _, _), .accept(let key, _, _, _), .accepted(let key, _),
              .prepareRejected(let key, _, _), .acceptRejected(let key, _, _):
             key
         }
@@ -30,7 +32,7 @@ public enum CASPaxosMessage: Hashable, Sendable {
     /// The ballot of the request (echoed by replies).
     public var ballot: Ballot {
         switch self {
-        case .prepare(_, let ballot), .promise(_, let ballot, _), .accept(_, let ballot, _), .accepted(_, let ballot),
+        case .prepare(_, let ballot), .promise(_, let ballot, _), .accept(_, let ballot, _, _), .accepted(_, let ballot),
              .prepareRejected(_, let ballot, _), .acceptRejected(_, let ballot, _):
             ballot
         }
@@ -53,8 +55,14 @@ public enum CASPaxosMessage: Hashable, Sendable {
                 writer.writeUInt8(0)
             }
             return (301, writer.bytes)
-        case .accept(_, _, let value):
+        case .accept(_, let ballot, let value, let next):
             LinearizableValue.encodeOptional(value, into: &writer)
+            if let next, next > ballot {
+                writer.writeUInt8(1)
+                next.encode(into: &writer)
+            } else {
+                writer.writeUInt8(0)
+            }
             return (302, writer.bytes)
         case .accepted:
             return (303, writer.bytes)
@@ -80,7 +88,8 @@ public enum CASPaxosMessage: Hashable, Sendable {
         case 301:
             message = .promise(key, ballot: ballot, accepted: try decodeAccepted(&reader, promised: ballot))
         case 302:
-            message = .accept(key, ballot: ballot, value: try LinearizableValue.decodeOptional(&reader))
+            let value = try LinearizableValue.decodeOptional(&reader)
+            message = .accept(key, ballot: ballot, value: value, next: try decodeNext(&reader, above: ballot))
         case 303:
             message = .accepted(key, ballot: ballot)
         case 304:
@@ -92,6 +101,19 @@ public enum CASPaxosMessage: Hashable, Sendable {
         }
         try reader.expectEnd()
         return message
+    }
+
+    private static func decodeNext(_ reader: inout ByteReader, above ballot: Ballot) throws(DecodeError) -> Ballot? {
+        switch try reader.readUInt8() {
+        case 0:
+            return nil
+        case 1:
+            let next = try Ballot(from: &reader)
+            guard next > ballot else { throw DecodeError("accept of \(ballot) asks for a promise of \(next), not above it") }
+            return next
+        case let other:
+            throw DecodeError("unknown presence byte \(other) before a next ballot")
+        }
     }
 
     private static func decodeAccepted(_ reader: inout ByteReader, promised: Ballot) throws(DecodeError) -> CASPaxosAcceptedValue? {

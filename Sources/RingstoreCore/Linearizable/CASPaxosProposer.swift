@@ -32,6 +32,23 @@ public enum CASPaxosProposerDirective: Hashable, Sendable {
     case reply(CASPaxosResult)
 }
 
+/// A promise a majority of a key's replicas gave a proposer: they will refuse
+/// ballots below `ballot`, and `value` was the last value any of them accepted. An
+/// accept that carries a `next` ballot earns one (each acceptor that accepts it also
+/// promises `next`), so the proposer's next change to the key can skip the prepare
+/// phase: the one-round-trip optimisation of CASPaxos. If another proposer has
+/// prepared a higher ballot meanwhile, the accept is refused and nothing is lost but
+/// the round trip.
+public struct CASPaxosPromise: Hashable, Sendable {
+    public var ballot: Ballot
+    public var value: LinearizableValue?
+
+    public init(ballot: Ballot, value: LinearizableValue?) {
+        self.ballot = ballot
+        self.value = value
+    }
+}
+
 /// One CASPaxos operation (one ballot) as a state machine: prepare at the key's
 /// home replicas, apply the change to the value with the highest accepted ballot
 /// among a majority of promises, accept the result under the same ballot, answer
@@ -78,26 +95,48 @@ public struct CASPaxosProposer: Sendable {
     public let timeout: Duration
     /// Replies needed in each phase.
     public let quorum: Int
+    /// A ballot above `ballot` that the accepts ask the acceptors to promise.
+    public let next: Ballot?
+    /// The value a majority promised `ballot` with, when the attempt starts from a
+    /// promise and skips the prepare phase.
+    private let promised: LinearizableValue??
     var fault: Fault
     private var state: State = .idle
     /// The value the change was applied to (the highest accepted among a majority of
     /// promises), once the accept phase began; `.none` before. With a batch, the shell
     /// replays the changes from it to tell each its own outcome.
     public private(set) var found: LinearizableValue??
+    /// The promise of `next` this attempt earned: set when a majority accepted an
+    /// accept that carried `next` (the value is the one accepted).
+    public private(set) var promiseOfNext: CASPaxosPromise?
 
-    /// Creates an operation; `replicas` MUST be the key's distinct home replicas.
-    public init(key: ItemKey, change: LinearizableChange, replicas: [NodeID], ballot: Ballot, timeout: Duration) {
-        self.init(key: key, change: change, replicas: replicas, ballot: ballot, timeout: timeout, fault: .correct)
+    /// Creates an operation; `replicas` MUST be the key's distinct home replicas. With
+    /// `next` (above `ballot`), its accepts ask for a promise of `next`.
+    public init(key: ItemKey, change: LinearizableChange, replicas: [NodeID], ballot: Ballot, timeout: Duration, next: Ballot? = nil) {
+        self.init(key: key, change: change, replicas: replicas, ballot: ballot, timeout: timeout, next: next, fault: .correct)
     }
 
-    init(key: ItemKey, change: LinearizableChange, replicas: [NodeID], ballot: Ballot, timeout: Duration, fault: Fault) {
+    /// Creates an operation that starts from `promise`, which a majority of exactly
+    /// these `replicas` gave this proposer: it goes straight to the accept phase
+    /// under `promise.ballot`, applying the change to `promise.value`.
+    public init(key: ItemKey, change: LinearizableChange, replicas: [NodeID], promise: CASPaxosPromise, timeout: Duration, next: Ballot? = nil) {
+        self.init(key: key, change: change, replicas: replicas, ballot: promise.ballot, timeout: timeout, next: next, promised: .some(promise.value), fault: .correct)
+    }
+
+    init(
+        key: ItemKey, change: LinearizableChange, replicas: [NodeID], ballot: Ballot, timeout: Duration, next: Ballot? = nil,
+        promised: LinearizableValue?? = .none, fault: Fault
+    ) {
         precondition(!replicas.isEmpty, "internal inconsistency in CASPaxosProposer: no replicas")
         precondition(Set(replicas).count == replicas.count, "internal inconsistency in CASPaxosProposer: a replica twice")
+        precondition(next.map { $0 > ballot } ?? true, "internal inconsistency in CASPaxosProposer: next ballot not above the ballot")
         self.key = key
         self.change = change
         self.replicas = replicas
         self.ballot = ballot
         self.timeout = timeout
+        self.next = next
+        self.promised = promised
         self.fault = fault
         let majority = replicas.count / 2 + 1
         self.quorum = fault == .quorumOneShort ? Swift.max(1, majority - 1) : majority
@@ -117,9 +156,15 @@ public struct CASPaxosProposer: Sendable {
         return false
     }
 
-    /// Starts phase 1: a prepare to every replica and the timer.
+    /// Starts phase 1 (a prepare to every replica), or phase 2 when the attempt
+    /// starts from a promise; and the timer.
     public mutating func start() -> [CASPaxosProposerDirective] {
         guard case .idle = state else { fatalError("internal inconsistency in CASPaxosProposer: start when not idle") }
+        if case .some(let current) = promised {
+            // Even a read or a refusal runs the accept phase here: the promise says
+            // nothing of ballots above it that other proposers may have prepared since.
+            return beginAccept(current: current, mayFinishWithoutAccepts: false) + [.startTimer(after: timeout)]
+        }
         state = .preparing(promises: [:], firstPromise: nil, rejected: [], highest: nil)
         return replicas.map { .send(.prepare(key, ballot: ballot), to: $0) } + [.startTimer(after: timeout)]
     }
@@ -157,6 +202,7 @@ public struct CASPaxosProposer: Sendable {
             state = .accepting(proposed: proposed, answer: answer, changes: changes, accepted: accepted, rejected: rejected, highest: highest)
             guard accepted.count >= quorum else { return [] }
             state = .finished
+            if let next { promiseOfNext = CASPaxosPromise(ballot: next, value: proposed) }
             return [.reply(answer)]
         case (.accepting(let proposed, let answer, let changes, let accepted, var rejected, var highest), .acceptRejected(_, _, let seen)),
              (.accepting(let proposed, let answer, let changes, let accepted, var rejected, var highest), .prepareRejected(_, _, let seen)):
@@ -166,6 +212,17 @@ public struct CASPaxosProposer: Sendable {
             rejected.insert(node)
             highest = Swift.max(highest ?? seen, seen)
             state = .accepting(proposed: proposed, answer: answer, changes: changes, accepted: accepted, rejected: rejected, highest: highest)
+            if accepted.isEmpty && rejected.count == replicas.count {
+                // Every replica refused the accept: nothing of it can ever be chosen.
+                state = .finished
+                return [.reply(.conflict(higherBallot: highest ?? seen, outcomeUnknown: false))]
+            }
+            if case .some = promised, accepted.isEmpty, changes {
+                // From a promise, a refusal most likely means another proposer prepared
+                // since: wait for the other replicas (or the timer), so that a refusal
+                // by all of them can be retried instead of being an unknown outcome.
+                return []
+            }
             return finishIfHopeless(rejected: rejected, highest: highest, have: accepted.count, outcomeUnknown: changes)
         case (.idle, _), (.finished, _), (.preparing, _), (.accepting, _):
             return []
@@ -226,6 +283,16 @@ public struct CASPaxosProposer: Sendable {
         } else {
             current = Self.highestAccepted(promises)?.value
         }
+        // A read or a refusal needs no accept phase when every promise reported the
+        // same accepted ballot: a majority accepted it, so the value is already chosen.
+        let agreed = fault == .correct && Set(promises.values.map { $0?.ballot }).count == 1
+        return beginAccept(current: current, mayFinishWithoutAccepts: agreed)
+    }
+
+    /// Applies the change to `current` and proposes the result (or, for a read or a
+    /// refusal, `current` itself); answers at once instead when nothing changes and
+    /// `mayFinishWithoutAccepts`.
+    private mutating func beginAccept(current: LinearizableValue?, mayFinishWithoutAccepts: Bool) -> [CASPaxosProposerDirective] {
         let proposed: LinearizableValue?
         let answer: CASPaxosResult
         switch change.apply(to: current) {
@@ -238,14 +305,12 @@ public struct CASPaxosProposer: Sendable {
         }
         found = .some(current)
         let changes = proposed != current
-        // A read or a refusal needs no accept phase when every promise reported the
-        // same accepted ballot: a majority accepted it, so the value is already chosen.
-        if !changes, fault == .correct, Set(promises.values.map { $0?.ballot }).count == 1 {
+        if !changes, mayFinishWithoutAccepts {
             state = .finished
             return [.reply(answer)]
         }
         state = .accepting(proposed: proposed, answer: answer, changes: changes, accepted: [], rejected: [], highest: nil)
-        return replicas.map { .send(.accept(key, ballot: ballot, value: proposed), to: $0) }
+        return replicas.map { .send(.accept(key, ballot: ballot, value: proposed, next: next), to: $0) }
     }
 
     /// The accepted value with the highest ballot among the promises; nil when none

@@ -25,6 +25,8 @@ protocol CASPaxosNetwork: Sendable {
     func send(_ request: CASPaxosRequest, to node: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosReply?) -> Void)
     /// Runs `body` after `delay`.
     func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void)
+    /// Whether this node's failure detector believes every one of `nodes` answers.
+    func allReachable(_ nodes: [NodeID]) -> Bool
     /// Asks another node's acceptor what it accepted for `key` (`CASPaxosPeek`);
     /// `reply` gets nil when it did not answer or refused.
     func peek(_ key: ItemKey, placement: CASPaxosPlacement, at node: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosAcceptedValue??) -> Void)
@@ -54,6 +56,10 @@ final class LinearizableEngine: Sendable {
     let settings: Settings
     let logger: Logger
     private let ballots: Mutex<BallotGenerator>
+    /// Promises earned by this node's last accept of each key (the one-round-trip
+    /// optimisation), with the placement they were earned under. An entry is used
+    /// once, by the key's next attempt; any other outcome drops it.
+    private let promises = Mutex<[ItemKey: HeldPromise]>([:])
     private let batches = KeyBatches()
     private let random = Mutex(SplitMixGenerator(seed: UInt64.random(in: 0...UInt64.max)))
     private let metrics = LinearizableMetrics()
@@ -242,17 +248,43 @@ final class LinearizableEngine: Sendable {
         return .failed(.outcomeUnknown, message: "\(reason); the change may or may not have been applied. Read the key before trying again.")
     }
 
-    /// One ballot: drives a `CASPaxosProposer` until it answers.
+    /// One ballot: drives a `CASPaxosProposer` until it answers. Its accepts ask for
+    /// a promise of the next ballot; with a promise from the key's previous attempt
+    /// (under the same placement) it skips the prepare phase.
     private func runAttempt(_ request: LinearizableRequest, placement: KeyPlacement) async -> AttemptOutcome {
-        let ballot = ballots.withLock { $0.next() }
-        let proposer = CASPaxosProposer(
-            key: request.key, change: request.change, replicas: placement.replicas, ballot: ballot, timeout: settings.attemptTimeout)
+        let held = promises.withLock { $0.removeValue(forKey: request.key) }
+        let proposer: CASPaxosProposer
+        // The held promise is used only while every replica answers: an accept that
+        // reaches too few of them may have been taken by one and leave the outcome
+        // unknown, where a prepare would have failed cleanly as not applied.
+        if let held, held.ringEpoch == placement.ringEpoch, held.replicas == placement.replicas, network.allReachable(placement.replicas) {
+            metrics.onePhaseAttempts.increment()
+            proposer = CASPaxosProposer(
+                key: request.key, change: request.change, replicas: placement.replicas, promise: held.promise,
+                timeout: settings.attemptTimeout, next: ballots.withLock { $0.next() })
+        } else {
+            let (ballot, next) = ballots.withLock { ($0.next(), $0.next()) }
+            proposer = CASPaxosProposer(
+                key: request.key, change: request.change, replicas: placement.replicas, ballot: ballot, timeout: settings.attemptTimeout, next: next)
+        }
         let wire = CASPaxosPlacement(ringEpoch: placement.ringEpoch, replicaCount: request.replicaCount)
-        return await withCheckedContinuation { continuation in
+        let outcome = await withCheckedContinuation { continuation in
             let attempt = Attempt(proposer: proposer, placement: wire, continuation: continuation)
             execute(attempt.step { $0.start() }, attempt)
         }
+        if let promise = outcome.promiseOfNext {
+            let held = HeldPromise(promise: promise, ringEpoch: placement.ringEpoch, replicas: placement.replicas)
+            promises.withLock { promises in
+                if promises.count >= Self.heldPromisesMax { promises.removeAll(keepingCapacity: true) }
+                promises[request.key] = held
+            }
+        }
+        return outcome
     }
+
+    /// Keys whose promise a node keeps at most; past it, it forgets them all (a
+    /// forgotten promise costs the key's next change one round trip).
+    static let heldPromisesMax = 100_000
 
     private func execute(_ directives: [CASPaxosProposerDirective], _ attempt: Attempt) {
         for directive in directives {
@@ -290,6 +322,15 @@ private struct AttemptOutcome: Sendable {
     var sawMoving: Bool
     /// The value the change was applied to, once the accept phase began.
     var found: LinearizableValue??
+    /// The promise of the next ballot that a majority gave with their accepts.
+    var promiseOfNext: CASPaxosPromise?
+}
+
+/// A promise a majority gave this node for a key, and the placement it holds for.
+private struct HeldPromise: Sendable {
+    var promise: CASPaxosPromise
+    var ringEpoch: UInt64
+    var replicas: [NodeID]
 }
 
 /// One attempt's proposer and the task waiting for its answer.
@@ -319,11 +360,11 @@ private final class Attempt: Sendable {
 
     /// Resumes the waiting task once.
     func finish(_ result: CASPaxosResult) {
-        let (continuation, moving, found) = state.withLock { state in
+        let (continuation, moving, found, promise) = state.withLock { state in
             defer { state.continuation = nil }
-            return (state.continuation, state.sawMoving, state.proposer.found)
+            return (state.continuation, state.sawMoving, state.proposer.found, state.proposer.promiseOfNext)
         }
-        continuation?.resume(returning: AttemptOutcome(result: result, sawMoving: moving, found: found))
+        continuation?.resume(returning: AttemptOutcome(result: result, sawMoving: moving, found: found, promiseOfNext: promise))
     }
 }
 

@@ -120,6 +120,11 @@ struct ClusterCASPaxosNetwork: CASPaxosNetwork {
         }
     }
 
+    func allReachable(_ nodes: [NodeID]) -> Bool {
+        let unreachable = node.engine.withLock { $0.unreachable }
+        return nodes.allSatisfy { !unreachable.contains($0) }
+    }
+
     func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
         node.engineLoop.scheduleTask(in: TimeAmount(delay), body)
     }
@@ -149,6 +154,8 @@ struct LocalCASPaxosNetwork: CASPaxosNetwork {
         reply(nil)
     }
 
+    func allReachable(_ nodes: [NodeID]) -> Bool { true }
+
     func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
         loop.scheduleTask(in: TimeAmount(delay), body)
     }
@@ -169,4 +176,5 @@ struct LinearizableMetrics: Sendable {
     let latency = CoreMetrics.Timer(label: "ringstore_linearizable_operation_seconds")
     let batchSize = CoreMetrics.Recorder(label: "ringstore_linearizable_batch_size")
     let peekReads = CoreMetrics.Counter(label: "ringstore_linearizable_one_round_reads_total")
+    let onePhaseAttempts = CoreMetrics.Counter(label: "ringstore_linearizable_one_round_attempts_total")
 }
