@@ -20,7 +20,8 @@ _handed_out: set[tuple[str, int]] = set()
 _random = random.Random()
 
 
-def _bindable(host: str, port: int) -> bool:
+def bindable(host: str, port: int) -> bool:
+    """Whether nothing is bound to `port` at `host` (not even a connection in TIME_WAIT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         try:
             probe.bind((host, port))
@@ -37,7 +38,7 @@ def reserve(count: int, host: str = "127.0.0.1") -> list[int]:
             if len(ports) == count:
                 return ports
             port = _random.randint(FIRST, LAST)
-            if (host, port) in _handed_out or not _bindable(host, port):
+            if (host, port) in _handed_out or not bindable(host, port):
                 continue
             _handed_out.add((host, port))
             ports.append(port)

@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from tests.harness import LOOPBACK, REPO_ROOT, Reply, _forget, _register, request
+from tests.ports import bindable
 
 WEB_ROOT = REPO_ROOT / "Sources" / "RingstoreServer" / "Web"
 STUDENTS = 300  # s1000001 … s1000300
@@ -68,12 +69,7 @@ def command_line(pid: int) -> list[str]:
 
 
 def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((LOOPBACK, port))
-            return True
-        except OSError:
-            return False
+    return bindable(LOOPBACK, port)
 
 
 def refuses_connections(port: int) -> bool:
