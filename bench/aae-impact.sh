@@ -41,16 +41,8 @@ wait_reachable() {
 keys_on() { curl -sf "http://127.0.0.1:${http_ports[$1]}/healthz" | sed -n 's/.*"keys":\([0-9]*\).*/\1/p'; }
 repaired_on() { curl -sf "http://127.0.0.1:${http_ports[$1]}/metrics" | awk '/^ringstore_aae_keys_repaired_total/ {s+=$2} END {print s+0}'; }
 
-load() { # name -> one RESULT line
-  local outputs=() runs=() i
-  for i in 0 1; do
-    WRK_ID=$i KEYS=$keys wrk -t1 -c16 -d"${seconds}s" -s bench/wrk/get.lua "http://127.0.0.1:${http_ports[$i]}" >"$work/wrk-$i.out" &
-    runs+=($!)
-    outputs+=("$work/wrk-$i.out")
-  done
-  for i in "${runs[@]}"; do wait "$i"; done
-  sum_wrk "$1" "${outputs[@]}"
-}
+export KEYS=$keys
+load() { connections=32 wrk_spread "$1" get.lua "${http_ports[0]}" "${http_ports[1]}"; }  # 16 connections on each of n1 and n2
 
 for i in 0 1 2; do start_node "$i" 0; done
 wait_reachable
@@ -86,10 +78,5 @@ out="bench/results/aae-impact-$date_utc.md"
   echo "100 bytes; two wrk -t1 -c16 -d${seconds}s GET runs (on n1 and n2) per phase; background exchanges 100 ms apart, at most 500"
   echo "keys each. All on one machine: $(machine). $during."
   echo
-  echo "| phase | GET/s | p50 ms | p99 ms | non-2xx |"
-  echo "| --- | ---: | ---: | ---: | ---: |"
-  for line in "${results[@]}"; do
-    name="${line%% RESULT*}"
-    echo "| $name | $(field "$line" rps) | $(field "$line" p50_ms) | $(field "$line" p99_ms) | $(field "$line" non2xx) |"
-  done
+  results_table phase | sed '1s/requests\/s/GET\/s/'
 } | tee "$out"

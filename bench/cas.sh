@@ -37,10 +37,5 @@ out="bench/results/cas-$date_utc.md"
   echo "linearizable table; PUT is 100 bytes to the default table (W=2). etcd $(etcd --version 2>/dev/null | head -1 | awk '{print $3}'), 3 members, puts of 100 bytes"
   echo "through the v3 JSON gateway. All on one machine: $(machine). p50 and p99 are the worst of the three wrk runs."
   echo
-  echo "| what | requests/s | p50 ms | p99 ms | non-2xx |"
-  echo "| --- | ---: | ---: | ---: | ---: |"
-  for line in "${results[@]}"; do
-    name="${line%% RESULT*}"
-    echo "| $name | $(field "$line" rps) | $(field "$line" p50_ms) | $(field "$line" p99_ms) | $(field "$line" non2xx) |"
-  done
+  results_table
 } | tee "$out"

@@ -32,10 +32,5 @@ out="bench/results/cluster-3-nodes-$date_utc.md"
   echo "-d${seconds}s, 100-byte values, $keys preloaded keys, N=3 R=2 W=2, \`--durability always\`, all on one machine:"
   echo "$(machine). p50 and p99 are the worst of the three wrk runs."
   echo
-  echo "| what | requests/s | p50 ms | p99 ms | non-2xx |"
-  echo "| --- | ---: | ---: | ---: | ---: |"
-  for line in "${results[@]}"; do
-    name="${line%% RESULT*}"
-    echo "| $name | $(field "$line" rps) | $(field "$line" p50_ms) | $(field "$line" p99_ms) | $(field "$line" non2xx) |"
-  done
+  results_table
 } | tee "$out"

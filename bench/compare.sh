@@ -34,10 +34,8 @@ wrk_one() { # name url script: wrk -t2 against one endpoint; one RESULT line
 }
 
 direct() { # name workload: the partition-aware client, $connections in flight; one RESULT line
-  local line
-  line=$("$RINGSTORE_BIN" bench run --mode direct --workload "$2" --url "$urls" --keys "$keys" --concurrency "$connections" \
-    --duration "$seconds" --quiet --json "$work/direct-$2.json" | grep '^RESULT')
-  echo "$1 RESULT rps=$(field "$line" rps) p50_ms=$(field "$line" p50_ms) p99_ms=$(field "$line" p99_ms) non2xx=$(field "$line" errors)"
+  bench_run "$1" --mode direct --workload "$2" --url "$urls" --keys "$keys" --concurrency "$connections" --duration "$seconds" \
+    --json "$work/direct-$2.json"
 }
 
 # --- single node ------------------------------------------------------------------

@@ -112,3 +112,24 @@ for i in range(keys):
     assert response.status == 204, response.status
 PY
 }
+
+# results_table [FIRST-COLUMN] [LAST-COLUMN]: the markdown table of the RESULT lines in
+# the array `results` (name, requests/s, p50, p99, and non-2xx or errors).
+results_table() {
+  local line name
+  echo "| ${1:-what} | requests/s | p50 ms | p99 ms | ${2:-non-2xx} |"
+  echo "| --- | ---: | ---: | ---: | ---: |"
+  for line in "${results[@]}"; do
+    name="${line%% RESULT*}"
+    echo "| $name | $(field "$line" rps) | $(field "$line" p50_ms) | $(field "$line" p99_ms) | $(field "$line" non2xx) |"
+  done
+}
+
+# bench_run NAME OPTION…: `ringstore bench run --quiet OPTION…`, its figures as one RESULT
+# line in the shape wrk's have (errors in place of non-2xx).
+bench_run() {
+  local name=$1 line
+  shift
+  line=$("$RINGSTORE_BIN" bench run --quiet "$@" | grep '^RESULT')
+  echo "$name RESULT rps=$(field "$line" rps) p50_ms=$(field "$line" p50_ms) p99_ms=$(field "$line" p99_ms) non2xx=$(field "$line" errors)"
+}

@@ -49,39 +49,18 @@ for i in range(keys):
     assert response.status == 204, response.status
 PY
 
-wrk_run() { # name script port... -> one RESULT line summed over one wrk per port
-  local name="$1" script="$2"; shift 2
-  local ports=("$@") outputs=() runs=() count=$# share i
-  share=$(( connections / count ))
-  for i in "${!ports[@]}"; do
-    local c=$share; [[ $i == 0 ]] && c=$(( connections - (count - 1) * share ))
-    WRK_ID=$i KEYS=$keys wrk -t1 -c"$c" -d"${seconds}s" -s "bench/wrk/$script" "http://127.0.0.1:${ports[$i]}" >"$work/wrk-$i.out" &
-    runs+=($!); outputs+=("$work/wrk-$i.out")
-  done
-  for i in "${runs[@]}"; do wait "$i"; done
-  sum_wrk "$name" "${outputs[@]}"
-}
-
+export KEYS=$keys
 direct_run() { # name workload -> RESULT line from the Swift client
-  local out
-  out=$("$RINGSTORE_BIN" bench run --url "http://127.0.0.1:${rs_http[0]},http://127.0.0.1:${rs_http[1]}" --mode direct --quiet \
-    --workload "$2" --concurrency "$connections" --duration "$seconds" --value-size 100 --keys "$keys" 2>&1)
-  echo "$out" >>"$work/direct.out"
-  python3 - "$1" "$out" <<'PY'
-import re, sys
-name, text = sys.argv[1], sys.argv[2]
-m = re.search(r"RESULT .*rps=([\d.]+) p50_ms=([\d.]+) p99_ms=([\d.]+) .*errors=(\d+)", text)
-rps, p50, p99, errors = float(m.group(1)), float(m.group(2)), float(m.group(3)), int(m.group(4))
-print(f"{name} RESULT rps={rps:.1f} p50_ms={p50:.3f} p99_ms={p99:.3f} non2xx={errors}")
-PY
+  bench_run "$1" --url "http://127.0.0.1:${rs_http[0]},http://127.0.0.1:${rs_http[1]}" --mode direct \
+    --workload "$2" --concurrency "$connections" --duration "$seconds" --value-size 100 --keys "$keys"
 }
 
 results=()
-results+=("$(wrk_run 'GET through the ring servers (wrk, HTTP)' get.lua "${rs_http[@]}")")
-results+=("$(wrk_run 'GET to the nodes (wrk, HTTP)' get.lua "${node_http[@]}")")
+results+=("$(wrk_spread 'GET through the ring servers (wrk, HTTP)' get.lua "${rs_http[@]}")")
+results+=("$(wrk_spread 'GET to the nodes (wrk, HTTP)' get.lua "${node_http[@]}")")
 results+=("$(direct_run 'GET direct (Swift client, node protocol)' c)")
-results+=("$(wrk_run 'PUT through the ring servers (wrk, HTTP)' put.lua "${rs_http[@]}")")
-results+=("$(wrk_run 'PUT to the nodes (wrk, HTTP)' put.lua "${node_http[@]}")")
+results+=("$(wrk_spread 'PUT through the ring servers (wrk, HTTP)' put.lua "${rs_http[@]}")")
+results+=("$(wrk_spread 'PUT to the nodes (wrk, HTTP)' put.lua "${node_http[@]}")")
 results+=("$(direct_run 'PUT direct (Swift client, node protocol)' w)")
 
 out="bench/results/ring-vs-direct-$(date -u +%F).md"
@@ -91,10 +70,5 @@ out="bench/results/ring-vs-direct-$(date -u +%F).md"
   echo "Command: \`bench/ring-vs-direct.sh $seconds $connections\` — 2 ring servers and 3 nodes on one machine ($(machine)),"
   echo "N=3 R=2 W=2, \`--durability always\`, 100-byte values, $keys preloaded keys, $connections connections or tasks in all, ${seconds} s each."
   echo
-  echo "| what | requests/s | p50 ms | p99 ms | errors / non-2xx |"
-  echo "| --- | ---: | ---: | ---: | ---: |"
-  for line in "${results[@]}"; do
-    name="${line%% RESULT*}"
-    echo "| $name | $(field "$line" rps) | $(field "$line" p50_ms) | $(field "$line" p99_ms) | $(field "$line" non2xx) |"
-  done
+  results_table what "errors / non-2xx"
 } | tee "$out"

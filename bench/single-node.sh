@@ -53,12 +53,7 @@ out="bench/results/single-node-$date_utc.md"
   echo "Command: \`bench/single-node.sh $seconds $connections\` — wrk -t2 -c$connections -d${seconds}s, 100-byte values,"
   echo "$keys preloaded keys, node with \`--durability always\`. Machine: $(machine)."
   echo
-  echo "| what | requests/s | p50 ms | p99 ms | non-2xx |"
-  echo "| --- | ---: | ---: | ---: | ---: |"
-  for line in "${results[@]}"; do
-    name="${line%% RESULT*}"
-    echo "| $name | $(field "$line" rps) | $(field "$line" p50_ms) | $(field "$line" p99_ms) | $(field "$line" non2xx) |"
-  done
+  results_table
   echo
   echo "GET: node / trivial route = $(python3 -c "print(f'{$node_get/$base_get:.0%}')")"
   echo "PUT: node / trivial route = $(python3 -c "print(f'{$node_put/$base_put:.0%}')")"

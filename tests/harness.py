@@ -262,6 +262,21 @@ def error_code(reply: Reply) -> str:
     return body["error"]
 
 
+def children_of(pid: int) -> list[int]:
+    """Direct children of a process, from /proc."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as stat:
+                    fields = stat.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
 def unused_loopback_port() -> int:
     """A loopback port nothing listens on (see tests/ports.py)."""
     return reserve(1, LOOPBACK)[0]

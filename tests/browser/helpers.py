@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from tests.harness import LOOPBACK, REPO_ROOT, Reply, _forget, _register, request
+from tests.harness import LOOPBACK, REPO_ROOT, Reply, _forget, _register, children_of, request
 from tests.ports import bindable
 
 WEB_ROOT = REPO_ROOT / "Sources" / "RingstoreServer" / "Web"
@@ -43,21 +43,6 @@ def chrome_binary() -> str | None:
 
 # ---------------------------------------------------------------------------
 # Processes
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of a process, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
 
 
 def command_line(pid: int) -> list[str]:

@@ -8,22 +8,7 @@ import signal
 import subprocess
 import time
 
-from tests.harness import kv_path, request
-
-
-def children_of(pid: int) -> list[int]:
-    """Direct children of a process, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as stat:
-                    fields = stat.read().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return found
+from tests.harness import children_of, kv_path, request
 
 
 def test_dev_starts_a_cluster_and_stops_everything_on_ctrl_c(ringstore_bin, tmp_path):

@@ -95,7 +95,7 @@ final class DashboardAPI: Sendable {
         let configuration = routing.configuration
         var partitions: [NodeID: Int] = [:]
         for owner in configuration.ring?.owners ?? [] { partitions[owner, default: 0] += 1 }
-        let stats = await nodeStats(configuration.members.map(\.id))
+        let stats = await recentNodeStats(configuration.members.map(\.id))
         var nodes: [String] = []
         for member in configuration.members.sorted(by: { $0.id < $1.id }) {
             let figures = stats[member.id]
@@ -140,6 +140,21 @@ final class DashboardAPI: Sendable {
         var hints: Int
         var operations: Double
     }
+
+    /// The nodes' figures, asked of them at most every `statsMaxAge`: every dashboard
+    /// open on this ring server polls it each second, and they share one round of asks.
+    private func recentNodeStats(_ members: [NodeID]) async -> [NodeID: NodeFigures] {
+        let now = ContinuousClock.now
+        if let cached = statsCache.withLock({ $0 }), cached.members == members, now - cached.at < Self.statsMaxAge {
+            return cached.stats
+        }
+        let stats = await nodeStats(members)
+        statsCache.withLock { $0 = (now, members, stats) }
+        return stats
+    }
+
+    private static let statsMaxAge = Duration.milliseconds(500)
+    private let statsCache = Mutex<(at: ContinuousClock.Instant, members: [NodeID], stats: [NodeID: NodeFigures])?>(nil)
 
     private func nodeStats(_ members: [NodeID]) async -> [NodeID: NodeFigures] {
         await withTaskGroup(of: (NodeID, NodeFigures?).self) { group in

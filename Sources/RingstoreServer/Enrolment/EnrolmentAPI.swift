@@ -158,9 +158,10 @@ final class EnrolmentAPI: Sendable {
             throw APIError(.conflict, code: "too_many_subjects", message: "A student may hold at most \(EnrolmentTables.subjectsPerStudentMax) subjects.")
         }
         // The seat: the roster's cap refuses the student one past capacity.
+        let enrolled: Int
         switch try await change(EnrolmentTables.rosterKey(subject.code), .setAdd(member: student.id, cap: subject.capacity)) {
-        case .applied:
-            break
+        case .applied(let roster):
+            enrolled = Self.memberCount(roster)
         case .refused(.setFull(let count, _), _):
             throw APIError(.conflict, code: "subject_full", message: "\(subject.code) is full: all \(subject.capacity) seats are taken.",
                            extraJSON: ",\"capacity\":\(subject.capacity),\"enrolled\":\(count)")
@@ -174,7 +175,7 @@ final class EnrolmentAPI: Sendable {
         for attempt in 0..<3 {
             switch try await change(EnrolmentTables.studentKey(student.id), .setAdd(member: subject.code, cap: EnrolmentTables.subjectsPerStudentMax)) {
             case .applied:
-                return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"enrolled\",\"subject\":\(try await withSeats([subject])[0])}")
+                return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"enrolled\",\"subject\":\(try Self.json(subject, enrolled: enrolled))}")
             case .refused(let reason, _):
                 throw APIError.internalError("The timetable of \(student.id) refused \(subject.code): \(reason).")
             case .failed(_, let message):
@@ -194,14 +195,15 @@ final class EnrolmentAPI: Sendable {
                 throw APIError(.conflict, code: "not_enrolled", message: "You are not enrolled in \(subject.code) \(subject.title).")
             }
         }
+        var enrolled = 0
         for (key, member) in [(EnrolmentTables.rosterKey(subject.code), student.id), (EnrolmentTables.studentKey(student.id), subject.code)] {
             switch try await change(key, .setRemove(member: member)) {
-            case .applied: continue
+            case .applied(let value): if key == EnrolmentTables.rosterKey(subject.code) { enrolled = Self.memberCount(value) }
             case .refused(let reason, _): throw APIError.internalError("Dropping \(subject.code) was refused: \(reason).")
             case .failed(let failure, let message): throw Self.unavailable(failure, message)
             }
         }
-        return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"dropped\",\"subject\":\(try await withSeats([subject])[0])}")
+        return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"dropped\",\"subject\":\(try Self.json(subject, enrolled: enrolled))}")
     }
 
     // MARK: Data
@@ -241,19 +243,27 @@ final class EnrolmentAPI: Sendable {
         let counts = try answers.map { answer -> Int in
             switch answer {
             case .applied(let value):
-                guard let value, case .set(let members) = value.content else { return 0 }
-                return members.count
+                return Self.memberCount(value)
             case .refused(let reason, _):
                 throw APIError.internalError("Reading a roster was refused: \(reason).")
             case .failed(let failure, let message):
                 throw Self.unavailable(failure.isNotApplied ? failure : .noQuorum, message)
             }
         }
-        return try zip(subjects, counts).map { subject, enrolled in
-            var json = try Self.json(subject)
-            json.removeLast()
-            return json + ",\"enrolled\":\(enrolled),\"seats_left\":\(max(0, subject.capacity - enrolled))}"
-        }
+        return try zip(subjects, counts).map { subject, enrolled in try Self.json(subject, enrolled: enrolled) }
+    }
+
+    /// The members in a roster's value (0 when absent).
+    private static func memberCount(_ value: LinearizableValue?) -> Int {
+        guard let value, case .set(let members) = value.content else { return 0 }
+        return members.count
+    }
+
+    /// A subject as JSON with its seats taken and left.
+    private static func json(_ subject: Subject, enrolled: Int) throws -> String {
+        var json = try Self.json(subject)
+        json.removeLast()
+        return json + ",\"enrolled\":\(enrolled),\"seats_left\":\(max(0, subject.capacity - enrolled))}"
     }
 
     func catalogue() async throws -> [Subject] {
