@@ -166,6 +166,7 @@ let package = Package(
                 "RingstoreServer",
                 "RingstoreStorage",
                 "RingstoreCore",
+                "RingstoreRPC",
                 "RingstoreClient",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -33,6 +33,9 @@ public struct NodeConfiguration: Sendable {
     public var ringServers: [RingServerAddress] = []
     /// The pause between background anti-entropy exchanges; nil turns background rounds off.
     public var antiEntropyPause: Duration? = .milliseconds(100)
+    /// How long a key must have held only tombstones before anti-entropy tries to
+    /// purge it (once every replica holds the same tombstone); nil never purges.
+    public var tombstoneGrace: Duration? = .seconds(300)
 
     /// Whether the node runs as a member of a cluster rather than alone.
     public var isClustered: Bool { nodeID != nil }

@@ -168,12 +168,12 @@ struct AdminCommand: AsyncParsableCommand {
         @OptionGroup var options: Options
         func run() async throws {
             try await AdminCommand.perform(options, method: "POST", path: "/v1/admin/repair") { json in
-                var lines = ["anti-entropy: \(json["exchanges"] ?? 0) exchanges, \(json["differing"] ?? 0) differing, \(json["keys_repaired"] ?? 0) keys repaired, \(json["failed"] ?? 0) failed"]
+                var lines = ["anti-entropy: \(json["exchanges"] ?? 0) exchanges, \(json["differing"] ?? 0) differing, \(json["keys_repaired"] ?? 0) keys repaired, \(json["failed"] ?? 0) failed, \(json["tombstones_purged"] ?? 0) tombstones purged"]
                 for (node, counts) in (json["nodes"] as? [String: [String: Any]] ?? [:]).sorted(by: { $0.key < $1.key }) {
                     if let error = counts["error"] {
                         lines.append("  \(node): not reached (\(error))")
                     } else {
-                        lines.append("  \(node): \(counts["exchanges"] ?? 0) exchanges, \(counts["keys_repaired"] ?? 0) keys repaired")
+                        lines.append("  \(node): \(counts["exchanges"] ?? 0) exchanges, \(counts["keys_repaired"] ?? 0) keys repaired, \(counts["tombstones_purged"] ?? 0) tombstones purged")
                     }
                 }
                 return lines.joined(separator: "\n")

@@ -49,6 +49,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "Milliseconds between two anti-entropy exchanges in the background; 0 turns the background rounds off (`ringstore admin repair` still runs one).")
     var antiEntropyPauseMilliseconds: Int = 100
 
+    @Option(help: "Seconds a deleted key must have held only tombstones before anti-entropy purges it, which it does only once every replica holds the same tombstone and no node keeps a hint for the key; -1 keeps tombstones for ever.")
+    var tombstoneGraceSeconds: Int = 300
+
     @Option(help: "Network event-loop threads (default: one per core). Fewer suit several nodes sharing one machine.")
     var eventLoopThreads: Int?
 
@@ -107,6 +110,7 @@ struct NodeCommand: AsyncParsableCommand {
         if let eventLoopThreads, !(1...256).contains(eventLoopThreads) { throw ValidationError("--event-loop-threads must be 1 to 256.") }
         guard requestTimeoutMilliseconds > 0 else { throw ValidationError("--request-timeout-milliseconds must be positive.") }
         guard antiEntropyPauseMilliseconds >= 0 else { throw ValidationError("--anti-entropy-pause-milliseconds must be 0 or more.") }
+        guard tombstoneGraceSeconds >= -1 else { throw ValidationError("--tombstone-grace-seconds must be 0 or more, or -1 to keep tombstones.") }
     }
 
     func run() async throws {
@@ -121,6 +125,7 @@ struct NodeCommand: AsyncParsableCommand {
             requestTimeout: .milliseconds(requestTimeoutMilliseconds))
         configuration.ringServers = try ringServerAddresses()
         configuration.antiEntropyPause = antiEntropyPauseMilliseconds == 0 ? nil : .milliseconds(antiEntropyPauseMilliseconds)
+        configuration.tombstoneGrace = tombstoneGraceSeconds == -1 ? nil : .seconds(tombstoneGraceSeconds)
         let registry = ServerMetrics.bootstrapPrometheus()
         do {
             try await NodeServer.run(configuration, registry: registry, logger: logger) { httpPort, rpcPort in

@@ -34,7 +34,7 @@ GAP_SECONDS = (2.0, 4.0)
 QUIET_START_SECONDS = 3.0
 DISK_RECOVERY_SECONDS = 15.0
 PROBE_TIMEOUT_SECONDS = 10.0
-COUNTERS = ("ringstore_hints_delivered_total", "ringstore_aae_keys_repaired_total")
+COUNTERS = ("ringstore_hints_delivered_total", "ringstore_aae_keys_repaired_total", "ringstore_aae_tombstones_purged_total")
 
 
 @dataclass

@@ -228,7 +228,10 @@ def test_the_store_stays_safe_under_a_seeded_nemesis(ringstore_bin, firewall, ch
     seed, duration, folder = chaos_settings.seed, chaos_settings.duration, run_folder
     print(f"chaos run: seed {seed}, {duration:.0f} s of faults, folder {folder}")
     disk_node = random.Random(f"{seed}/disk").choice([f"n{index + 1}" for index in range(len(NODE_HOSTS))])
-    cluster = ChaosCluster(ringstore_bin, folder, tmpfs_node=disk_node, tmpfs_mebibytes=DISK_TMPFS_MEBIBYTES)
+    # Tombstones are purged two seconds after the purge could first be proven, so
+    # that deleted keys go while faults come and go, and must stay gone.
+    cluster = ChaosCluster(ringstore_bin, folder, tmpfs_node=disk_node, tmpfs_mebibytes=DISK_TMPFS_MEBIBYTES,
+                           node_args=["--tombstone-grace-seconds", "2"])
     report: dict = {"seed": seed, "duration_seconds": duration, "run_folder": str(folder),
                     "reproduce": f"python3 -m pytest tests/chaos -k nemesis --duration {duration:g} --seed {seed}"}
     failures: list[str] = []
@@ -331,6 +334,7 @@ def test_the_store_stays_safe_under_a_seeded_nemesis(ringstore_bin, firewall, ch
             "keys_repaired_by_anti_entropy": ledger.total("ringstore_aae_keys_repaired_total"),
             "hints_replayed_plus_keys_repaired": (ledger.total("ringstore_hints_delivered_total")
                                                   + ledger.total("ringstore_aae_keys_repaired_total")),
+            "tombstones_purged": ledger.total("ringstore_aae_tombstones_purged_total"),
             "max_siblings_per_key": shared.max_siblings,
             "max_siblings": max(shared.max_siblings.values()),
             "shared_writes": shared.writes,

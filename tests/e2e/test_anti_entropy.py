@@ -102,3 +102,65 @@ def test_background_exchanges_repair_without_being_asked(cluster3):
     exchanges = [line for line in metrics.splitlines() if line.startswith("ringstore_aae_exchanges_total")]
     assert exchanges and float(exchanges[0].split()[-1]) > 0, metrics[:500]
     assert repaired, "no ringstore_aae_keys_repaired_total on n2"
+
+
+@pytest.fixture
+def purging3(ringstore_bin, tmp_path):
+    """Three nodes that try to purge a tombstone one second after they first hold it."""
+    cluster = RingCluster(ringstore_bin, tmp_path, node_count=3,
+                          node_args=["--tombstone-grace-seconds", "1", "--anti-entropy-pause-milliseconds", "20"])
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def tombstones_purged(proc) -> float:
+    metrics = proc.request("GET", "/metrics").body.decode()
+    lines = [line for line in metrics.splitlines() if line.startswith("ringstore_aae_tombstones_purged_total")]
+    return float(lines[0].split()[-1]) if lines else 0.0
+
+
+def test_tombstones_are_purged_only_once_every_replica_holds_them(purging3):
+    """n3 is down while keys are deleted, so it keeps their old values: no node
+    purges a tombstone meanwhile, however long past the grace period. Once n3 is
+    back, anti-entropy hands it the tombstones, every node removes the deleted keys,
+    and none of them comes back, even when read from all three replicas."""
+    cluster, rs1 = purging3, purging3.ring_servers["rs1"]
+    count = 60
+    for index in range(count):
+        assert rs1.request("PUT", kv_path("default", f"gone{index}"), body=f"old {index}".encode()).status == 204
+    held = {name: keys_held(proc) for name, proc in cluster.nodes.items()}
+    assert all(keys >= count for keys in held.values()), held
+
+    cluster.nodes["n3"].kill()
+    deleted = range(0, count, 2)
+    for index in deleted:
+        context = rs1.request("GET", kv_path("default", f"gone{index}")).header("X-Ringstore-Context")
+        assert rs1.request("DELETE", kv_path("default", f"gone{index}"), headers={"X-Ringstore-Context": context}).status == 204
+    time.sleep(4)  # four grace periods and many rounds: with n3 away, nothing may go
+    for name in ("n1", "n2"):
+        assert tombstones_purged(cluster.nodes[name]) == 0, name
+        assert keys_held(cluster.nodes[name]) == held[name], name
+
+    cluster.nodes["n3"].start()
+    cluster.wait_until_formed()
+    deadline = time.monotonic() + 45
+    while any(keys_held(proc) != held[name] - len(deleted) for name, proc in cluster.nodes.items()):
+        assert time.monotonic() < deadline, {name: keys_held(proc) for name, proc in cluster.nodes.items()}
+        time.sleep(0.5)
+    # Each replica removed each deleted key once (N=3 on three nodes: all hold all).
+    assert sum(tombstones_purged(proc) for proc in cluster.nodes.values()) == 3 * len(deleted)
+    for index in range(count):
+        reply = rs1.request("GET", kv_path("default", f"gone{index}") + "?r=3")
+        if index in deleted:
+            assert reply.status == 404, (index, reply)
+        else:
+            assert reply.status == 200 and reply.body == f"old {index}".encode(), (index, reply)
+    # Exchanges find nothing to repair: no replica brings an old value back.
+    time.sleep(1)
+    assert all(keys_held(proc) == held[name] - len(deleted) for name, proc in cluster.nodes.items())
+    # A purged key written again is a key like any other.
+    assert rs1.request("PUT", kv_path("default", "gone0"), body=b"new").status == 204
+    reply = rs1.request("GET", kv_path("default", "gone0") + "?r=3")
+    assert reply.status == 200 and reply.body == b"new", reply

@@ -216,3 +216,15 @@ def test_node_join_rejects_bad_options(ringstore_bin, tmp_path):
     bad = run_cli(ringstore_bin, *base, "--join", "nowhere")
     assert bad.returncode != 0 and "--join takes" in bad.stderr.decode()
     assert not (tmp_path / "n").exists()
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--tombstone-grace-seconds", "-2", "--tombstone-grace-seconds must be 0 or more"),
+    ("--anti-entropy-pause-milliseconds", "-1", "--anti-entropy-pause-milliseconds must be 0 or more"),
+    ("--request-timeout-milliseconds", "0", "--request-timeout-milliseconds must be positive"),
+])
+def test_node_rejects_bad_anti_entropy_and_timeout_options(ringstore_bin, tmp_path, option, value, message):
+    result = run_cli(ringstore_bin, "node", "--data", str(tmp_path / "n"), "--http", "127.0.0.1:7002", f"{option}={value}")
+    assert result.returncode != 0
+    assert message in result.stderr.decode(), result.stderr
+    assert not (tmp_path / "n").exists()

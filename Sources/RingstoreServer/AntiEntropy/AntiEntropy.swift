@@ -103,6 +103,9 @@ final class AntiEntropy: Sendable {
         var pause: Duration = .milliseconds(100)
         /// The most keys one exchange repairs; the rest wait for the next round.
         var keysPerExchangeMax = 500
+        /// How long a key must have held only tombstones here before a purge is tried
+        /// (`TombstonePurge`); nil keeps tombstones for ever.
+        var tombstoneGrace: Duration? = .seconds(300)
     }
 
     /// What a round (or an exchange) did.
@@ -111,16 +114,19 @@ final class AntiEntropy: Sendable {
         var differing = 0
         var keysRepaired = 0
         var failed = 0
+        /// Keys this node removed because every replica held the same tombstone.
+        var tombstonesPurged = 0
 
         static func += (lhs: inout Tally, rhs: Tally) {
             lhs.exchanges += rhs.exchanges
             lhs.differing += rhs.differing
             lhs.keysRepaired += rhs.keysRepaired
             lhs.failed += rhs.failed
+            lhs.tombstonesPurged += rhs.tombstonesPurged
         }
 
         var json: String {
-            "{\"exchanges\":\(exchanges),\"differing\":\(differing),\"keys_repaired\":\(keysRepaired),\"failed\":\(failed)}"
+            "{\"exchanges\":\(exchanges),\"differing\":\(differing),\"keys_repaired\":\(keysRepaired),\"failed\":\(failed),\"tombstones_purged\":\(tombstonesPurged)}"
         }
     }
 
@@ -162,6 +168,7 @@ final class AntiEntropy: Sendable {
             let exchanged = lastExchanged.withLock { $0 }
             let oldest = work().map { exchanged[$0.0] ?? started }.min() ?? now
             metrics.oldestExchange.record((now - oldest) / .seconds(1))
+            metrics.tombstonesPending.record(node.trees.tombstoneCount)
         }
     }
 
@@ -181,11 +188,13 @@ final class AntiEntropy: Sendable {
                 tally += result
                 if pausing { try? await Task.sleep(for: settings.pause) }
             }
+            if !Task.isCancelled { tally.tombstonesPurged += await purgeTombstones() }
             lastRoundEnded.withLock { $0 = ContinuousClock.now }
             metrics.rounds.increment()
-            if tally.keysRepaired > 0 || tally.failed > 0 {
+            if tally.keysRepaired > 0 || tally.failed > 0 || tally.tombstonesPurged > 0 {
                 logger.info("anti-entropy round", metadata: [
                     "exchanges": "\(tally.exchanges)", "differing": "\(tally.differing)", "keysRepaired": "\(tally.keysRepaired)", "failed": "\(tally.failed)",
+                    "tombstonesPurged": "\(tally.tombstonesPurged)",
                 ])
             }
             return tally
@@ -349,6 +358,109 @@ final class AntiEntropy: Sendable {
     }
 }
 
+// MARK: Purging tombstones
+
+extension AntiEntropy {
+    /// Purges, for every tree this node is the first home replica of, the keys that
+    /// have held only tombstones for the grace period and that every replica holds
+    /// alike, with no hint for them anywhere (`TombstonePurge`). Returns how many keys
+    /// this node removed (each replica counts its own).
+    func purgeTombstones() async -> Int {
+        guard let grace = settings.tombstoneGrace, node.isReady else { return 0 }
+        let (ring, pending, unreachable) = node.engine.withLock { ($0.ring, $0.pendingRing, $0.unreachable) }
+        let members = Set(ring.members).union(node.addresses.map(\.id)).subtracting([node.id])
+        // A member that cannot be asked may keep a hint or an older replica.
+        guard pending == nil, unreachable.isDisjoint(with: members) else { return 0 }
+        let tables = Dictionary(tables().map { ($0.name, $0) }, uniquingKeysWith: { first, _ in first })
+        let seenBefore = ContinuousClock.now - grace
+        var purged = 0
+        for id in node.trees.treesWithTombstones {
+            guard let table = tables[id.table], table.consistency == .eventual, table.n >= 2 else { continue }
+            let replicas = ring.preferenceList(for: id.partition, count: table.n)
+            guard replicas.first == node.id else { continue }
+            let candidates = node.trees.tombstones(id, seenBefore: seenBefore, limit: settings.keysPerExchangeMax)
+            guard !candidates.isEmpty else { continue }
+            let header = TombstonePurge.Header(id: id, ringEpoch: ring.epoch, n: table.n)
+            do {
+                purged += try await purge(candidates, header: header, replicas: Set(replicas).subtracting([node.id]), members: members)
+            } catch {
+                logger.debug("a tombstone purge failed; the next round tries again", metadata: ["table": "\(id.table)", "partition": "\(id.partition.rawValue)", "error": "\(error)"])
+            }
+        }
+        return purged
+    }
+
+    private func purge(
+        _ candidates: [(key: [UInt8], hash: UInt64)], header: TombstonePurge.Header, replicas: Set<NodeID>, members: Set<NodeID>
+    ) async throws -> Int {
+        let keys = candidates.map(\.key)
+        var answers: [NodeID: [TombstoneHolding]] = [:]
+        for member in members {
+            guard let client = node.client(for: member) else { return 0 }
+            let reply = try await client.call(TombstonePurge.encodeCheck(header, keys: keys), timeout: .seconds(5))
+            guard let holdings = try TombstonePurge.decodeCheckReply(reply) else { return 0 }
+            answers[member] = holdings
+        }
+        let chosen = TombstonePurge.purgeable(
+            candidates, mine: holdings(of: keys, in: header.id), replicas: replicas, members: members, answers: answers)
+        guard !chosen.isEmpty else { return 0 }
+        for replica in replicas {
+            guard let client = node.client(for: replica) else { continue }
+            _ = try TombstonePurge.decodePurgeReply(try await client.call(TombstonePurge.encodePurge(header, keys: chosen), timeout: .seconds(10)))
+        }
+        return try await purgeHere(chosen, in: header.id)
+    }
+
+    /// What this node holds of `keys`: their stored hashes and whether it keeps hints for them.
+    private func holdings(of keys: [[UInt8]], in id: TreeID) -> [TombstoneHolding] {
+        keys.map { storageKey in
+            let stored: TombstoneHolding.Stored
+            do {
+                stored = try node.storage.get(partition: id.partition, key: storageKey)
+                    .map { .hash(HashTree.entryHash(storageKey: storageKey, value: $0)) } ?? .absent
+            } catch {
+                stored = .unreadable
+            }
+            let hint = StorageKeyCodec.decode(storageKey).map { node.holdsHint(for: ItemKey(table: $0.0, key: $0.1, partition: id.partition)) } ?? true
+            return TombstoneHolding(stored: stored, holdsHint: hint)
+        }
+    }
+
+    /// Removes the keys still holding exactly the tombstones that were checked.
+    private func purgeHere(_ keys: [(key: [UInt8], hash: UInt64)], in id: TreeID) async throws -> Int {
+        var purged = 0
+        for (storageKey, hash) in keys {
+            guard let (table, key) = StorageKeyCodec.decode(storageKey), table == id.table else { continue }
+            if try await node.purgeTombstone(ItemKey(table: table, key: key, partition: id.partition), expected: hash) { purged += 1 }
+        }
+        metrics.tombstonesPurged.increment(by: Int64(purged))
+        return purged
+    }
+
+    /// Answers a purge's check: what this node holds of the keys (any member answers).
+    func answerCheck(_ message: RPCMessage) throws -> RPCMessage {
+        let (header, keys) = try TombstonePurge.decodeCheck(message)
+        guard settled(at: header.ringEpoch) else { return TombstonePurge.encodeCheckReply(nil) }
+        return TombstonePurge.encodeCheckReply(holdings(of: keys, in: header.id))
+    }
+
+    /// Carries out a purge a replica's check decided (only a home replica of the tree removes anything).
+    func answerPurge(_ message: RPCMessage) async throws -> RPCMessage {
+        let (header, keys) = try TombstonePurge.decodePurge(message)
+        let ring = node.engine.withLock { $0.ring }
+        guard settled(at: header.ringEpoch), ring.preferenceList(for: header.id.partition, count: header.n).contains(node.id) else {
+            return TombstonePurge.encodePurgeReply(0)
+        }
+        return TombstonePurge.encodePurgeReply(try await purgeHere(keys, in: header.id))
+    }
+
+    /// Whether this node is ready, on ring `epoch`, with no transition under way.
+    private func settled(at epoch: UInt64) -> Bool {
+        let (ring, pending) = node.engine.withLock { ($0.ring, $0.pendingRing) }
+        return node.isReady && ring.epoch == epoch && pending == nil
+    }
+}
+
 /// Anti-entropy's metrics.
 struct AntiEntropyMetrics: Sendable {
     let exchanges = CoreMetrics.Counter(label: "ringstore_aae_exchanges_total")
@@ -357,4 +469,8 @@ struct AntiEntropyMetrics: Sendable {
     let sinceLastRound = CoreMetrics.Gauge(label: "ringstore_aae_seconds_since_last_round")
     /// The longest any table-partition this node compares has gone without a completed exchange.
     let oldestExchange = CoreMetrics.Gauge(label: "ringstore_aae_oldest_exchange_seconds")
+    /// Keys this node removed because every replica held the same tombstone.
+    let tombstonesPurged = CoreMetrics.Counter(label: "ringstore_aae_tombstones_purged_total")
+    /// Keys this node holds only as tombstones, waiting to be purged.
+    let tombstonesPending = CoreMetrics.Gauge(label: "ringstore_aae_tombstones_pending")
 }

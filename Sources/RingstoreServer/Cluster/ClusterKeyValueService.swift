@@ -32,7 +32,7 @@ public final class ClusterKeyValueService: KeyValueService {
     /// Removes this node's copies of a dropped table's keys (every node does the same).
     public func removeAllKeys(of table: String) async throws {
         try await storage.removeAllKeys(ofTable: table)
-        node.trees.rebuild(from: storage)
+        node.trees.rebuild(from: storage, now: .now)
     }
 
     private func checkReady() throws {

@@ -107,7 +107,7 @@ public final class ClusterNode: Sendable {
     /// Loads the hints on disk, builds the Merkle trees, and starts pings and hand-off.
     public func start() {
         feed { $0.recoverHints(self.recoveredHints()) }
-        trees.rebuild(from: storage)
+        trees.rebuild(from: storage, now: .now)
         let loop = engineLoop
         let ping = loop.scheduleRepeatedTask(initialDelay: .zero, delay: TimeAmount(settings.pingInterval)) { [self] _ in
             pingPeers()
@@ -357,7 +357,9 @@ public final class ClusterNode: Sendable {
                 if case .some(let newMain) = outcome.main {
                     let newBytes = newMain.map(StoredObject.encodeObject)
                     let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, newBytes)])
-                    trees.record(partition: key.partition, storageKey: key.storageKey, old: mainBytes, new: newBytes)
+                    trees.record(
+                        partition: key.partition, storageKey: key.storageKey, old: mainBytes, new: newBytes,
+                        deleted: newMain.map { $0.isDeleted && !$0.values.isEmpty } ?? false, now: .now)
                     tickets.append((storage, ticket))
                 }
                 if case .some(let newHint) = outcome.hint {
@@ -372,6 +374,32 @@ public final class ClusterNode: Sendable {
         Self.whenAllDurable(pending[...]) { failure in
             done(failure.map { .failed(Self.failure($0)) } ?? result)
         }
+    }
+
+    /// Removes a key that holds only tombstones, if its stored bytes still have the
+    /// entry hash `expected` and this node keeps no hint for it; the purge of a
+    /// tombstone every replica holds (`TombstonePurge`). Returns whether it removed
+    /// the key, once the removal is durable.
+    func purgeTombstone(_ key: ItemKey, expected: UInt64) async throws -> Bool {
+        let stripe = keyStripes[Int(UInt(bitPattern: key.storageKey.hashValue) % UInt(keyStripes.count))]
+        let ticket = try stripe.lock.withLock { _ -> DurabilityTicket? in
+            guard let bytes = try storage.get(partition: key.partition, key: key.storageKey),
+                  HashTree.entryHash(storageKey: key.storageKey, value: bytes) == expected,
+                  HashTrees.holdsOnlyTombstones(bytes),
+                  !holdsHint(for: key)
+            else { return nil }
+            let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, nil)])
+            trees.record(partition: key.partition, storageKey: key.storageKey, old: bytes, new: nil, deleted: false, now: .now)
+            return ticket
+        }
+        guard let ticket else { return false }
+        try await storage.waitUntilDurable(ticket)
+        return true
+    }
+
+    /// Whether this node keeps a hint for `key` (for the tombstone purge's check).
+    func holdsHint(for key: ItemKey) -> Bool {
+        hintStorage.contains(partition: key.partition, key: hintKey(key))
     }
 
     /// The stored bytes of a key about to be rewritten. A record that fails its

@@ -68,6 +68,7 @@ struct ClusterParts: Sendable {
         let linearizable = LinearizableEngine(network: ClusterCASPaxosNetwork(node: node), acceptors: node.acceptors, logger: logger)
         var antiEntropySettings = AntiEntropy.Settings()
         if let pause = configuration.antiEntropyPause { antiEntropySettings.pause = pause }
+        antiEntropySettings.tombstoneGrace = configuration.tombstoneGrace
         let antiEntropy = AntiEntropy(node: node, tables: { catalog.all }, settings: antiEntropySettings, logger: logger)
         let rpcServer = RPCServer(
             host: configuration.rpcHost, port: configuration.rpcPort,

@@ -37,6 +37,7 @@ struct PeerRPCHandler: RPCHandler {
         if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop
             || request.messageType == PartitionPages.request || request.messageType == LinearizableRequest.type
             || request.messageType == AntiEntropyWire.request || request.messageType == AntiEntropyWire.repairNow
+            || request.messageType == TombstonePurge.check || request.messageType == TombstonePurge.purge
             || request.messageType == NodeStatsWire.request {
             return .detach
         }
@@ -132,6 +133,12 @@ struct PeerRPCHandler: RPCHandler {
                 return try antiEntropy.answer(request)
             } catch let error as DecodeError {
                 throw RPCRemoteError(code: 1, message: "undecodable anti-entropy request: \(error.reason)")
+            }
+        case TombstonePurge.check, TombstonePurge.purge:
+            do {
+                return request.messageType == TombstonePurge.check ? try antiEntropy.answerCheck(request) : try await antiEntropy.answerPurge(request)
+            } catch let error as DecodeError {
+                throw RPCRemoteError(code: 1, message: "undecodable tombstone purge request: \(error.reason)")
             }
         case AntiEntropyWire.repairNow:
             let tally = try await antiEntropy.round(pausing: false)

@@ -179,7 +179,7 @@ struct AdminAPI: Sendable {
             for await result in group { results.append(result) }
             return results.sorted { $0.0 < $1.0 }
         }
-        var totals: [String: Int] = ["exchanges": 0, "differing": 0, "keys_repaired": 0, "failed": 0]
+        var totals: [String: Int] = ["exchanges": 0, "differing": 0, "keys_repaired": 0, "failed": 0, "tombstones_purged": 0]
         var nodes: [String] = []
         for (member, counts, error) in results {
             if let counts {
