@@ -3,9 +3,14 @@
 # always) with KEYS preloaded keys, GETs from wrk (16 connections on each of n1 and
 # n2) for SECONDS in three phases:
 #   1. background anti-entropy off on every node (the baseline);
-#   2. on, right after n3 lost its disk (killed, storage deleted, restarted), while
-#      the exchanges copy every key back to it;
-#   3. on, with nothing left to repair (rounds compare trees and find them equal).
+#   2. off, right after n3 lost its disk (killed, storage deleted, restarted): the
+#      reads' own read repair is all that refills it;
+#   3. on, right after n3 lost its disk again, while the exchanges copy every key
+#      back to it (the reads still repair what they touch);
+#   4. on, with nothing left to repair (rounds compare trees and find them equal);
+#   5. off again, on the same data as phase 4 (restarted).
+# Anti-entropy's own cost is phase 3 against phase 2 while it repairs, and phase 4
+# against phase 5 while it finds nothing.
 #
 #   bench/aae-impact.sh [seconds] [keys]
 #
@@ -57,17 +62,31 @@ for i in range(keys):
     assert response.status == 204, response.status
 PY
 
+restart_with_n3_wiped() { # pause-ms
+  for i in 0 1 2; do stop_node "$i"; done
+  rm -rf "$work/n3/storage" "$work/n3/hints"
+  for i in 0 1 2; do start_node "$i" "$1"; done
+  wait_reachable
+}
+
 results=()
 results+=("$(load '1. anti-entropy off')")
-for i in 0 1 2; do stop_node "$i"; done
-rm -rf "$work/n3/storage" "$work/n3/hints"
-for i in 0 1 2; do start_node "$i" 100; done
-wait_reachable
+restart_with_n3_wiped 0
 before=$(keys_on 2)
-results+=("$(load '2. on, repairing n3 (lost its disk)')")
-during="n3 held $before keys before phase 2 and $(keys_on 2) after it; $(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) )) keys repaired by then"
+results+=("$(load '2. off, n3 lost its disk (read repair alone)')")
+alone="read repair alone brought n3 from $before to $(keys_on 2) keys in phase 2"
+restart_with_n3_wiped 100
+before=$(keys_on 2)
+results+=("$(load '3. on, repairing n3 (lost its disk again)')")
+during="n3 held $before keys before phase 3 and $(keys_on 2) after it; $(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) )) keys repaired by anti-entropy by then"
 for _ in $(seq 600); do [[ "$(keys_on 2)" -ge "$(keys_on 0)" ]] && break; sleep 0.5; done
-results+=("$(load '3. on, nothing to repair')")
+repaired_before=$(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) ))
+results+=("$(load '4. on, nothing to repair')")
+after="anti-entropy repaired $(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) - repaired_before )) keys during phase 4"
+for i in 0 1 2; do stop_node "$i"; done
+for i in 0 1 2; do start_node "$i" 0; done
+wait_reachable
+results+=("$(load '5. off again, same data as phase 4')")
 
 date_utc=$(date -u +%Y-%m-%d)
 out="bench/results/aae-impact-$date_utc.md"
@@ -76,7 +95,7 @@ out="bench/results/aae-impact-$date_utc.md"
   echo
   echo "Command: \`bench/aae-impact.sh $seconds $keys\` — 3 nodes (static cluster), N=3 R=W=2, \`--durability always\`, $keys keys of"
   echo "100 bytes; two wrk -t1 -c16 -d${seconds}s GET runs (on n1 and n2) per phase; background exchanges 100 ms apart, at most 500"
-  echo "keys each. All on one machine: $(machine). $during."
+  echo "keys each. All on one machine: $(machine). $alone; $during; $after."
   echo
   results_table phase | sed '1s/requests\/s/GET\/s/'
 } | tee "$out"
