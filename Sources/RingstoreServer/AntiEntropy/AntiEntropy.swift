@@ -141,6 +141,19 @@ final class AntiEntropy: Sendable {
     private let lastExchanged = Mutex<[TreeID: ContinuousClock.Instant]>([:])
     private let started = ContinuousClock.now
     private let metrics = AntiEntropyMetrics()
+    private let compared = Mutex<ComparedTrees?>(nil)
+
+    /// The trees this node compares, for the ring and tables they were worked out from.
+    private struct ComparedTrees: Sendable {
+        struct Key: Sendable, Equatable {
+            var ringEpoch: UInt64
+            var members: [NodeID]
+            var tables: [TableDefinition]
+        }
+
+        var key: Key
+        var trees: [TreeID]
+    }
 
     init(node: ClusterNode, tables: @escaping @Sendable () -> [TableDefinition], settings: Settings = Settings(), logger: Logger) {
         self.node = node
@@ -166,7 +179,7 @@ final class AntiEntropy: Sendable {
             let since = lastRoundEnded.withLock { $0 } ?? started
             metrics.sinceLastRound.record((now - since) / .seconds(1))
             let exchanged = lastExchanged.withLock { $0 }
-            let oldest = work().map { exchanged[$0.0] ?? started }.min() ?? now
+            let oldest = comparedTrees().map { exchanged[$0] ?? started }.min() ?? now
             metrics.oldestExchange.record((now - oldest) / .seconds(1))
             metrics.tombstonesPending.record(node.trees.tombstoneCount)
         }
@@ -208,7 +221,11 @@ final class AntiEntropy: Sendable {
         guard node.isReady else { return [] }
         let (members, unreachable, _) = node.membership
         guard members.count > 1 else { return [] }
-        let ring = node.engine.withLock { $0.ring }
+        return pairs(ring: node.engine.withLock { $0.ring }).filter { !unreachable.contains($0.2) }
+    }
+
+    /// Every tree this node compares with the next replica of its partition, reachable or not.
+    private func pairs(ring: Ring) -> [(TreeID, Int, NodeID)] {
         var items: [(TreeID, Int, NodeID)] = []
         for table in tables() where table.consistency == .eventual && table.n >= 2 {
             for raw in 0..<UInt32(node.partitioning.partitionCount) {
@@ -216,11 +233,23 @@ final class AntiEntropy: Sendable {
                 let replicas = ring.preferenceList(for: partition, count: table.n)
                 guard let mine = replicas.firstIndex(of: node.id) else { continue }
                 let next = replicas[(mine + 1) % replicas.count]
-                guard next != node.id, !unreachable.contains(next) else { continue }
+                guard next != node.id else { continue }
                 items.append((TreeID(table: table.name, partition: partition), table.n, next))
             }
         }
         return items
+    }
+
+    /// The trees this node compares, reachable peer or not (for the gauge of the
+    /// oldest exchange), worked out again only when the ring or the tables change.
+    private func comparedTrees() -> [TreeID] {
+        guard node.isReady else { return [] }
+        let ring = node.engine.withLock { $0.ring }
+        let key = ComparedTrees.Key(ringEpoch: ring.epoch, members: ring.members, tables: tables())
+        if let cached = compared.withLock({ $0 }), cached.key == key { return cached.trees }
+        let trees = pairs(ring: ring).map(\.0)
+        compared.withLock { $0 = ComparedTrees(key: key, trees: trees) }
+        return trees
     }
 
     // MARK: One exchange
