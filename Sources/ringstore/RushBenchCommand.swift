@@ -26,8 +26,11 @@ struct RushBenchCommand: AsyncParsableCommand {
     @Option(help: "Subjects of the catalogue to use (the first N).")
     var subjects: Int = 40
 
-    @Option(help: "Students enrolling at the same time.")
+    @Option(help: "Students enrolling at the same time (closed loop: the next starts when one is done). With --arrival-rate, the HTTP clients the arriving students share.")
     var concurrency: Int = 64
+
+    @Option(help: "Students arriving per second (open loop): student i starts at i/rate seconds whether or not the others are done, so latencies are those of a cluster offered that load, not of one kept saturated.")
+    var arrivalRate: Double?
 
     @Option(help: "Seed of the students' choices.")
     var seed: UInt64 = 9
@@ -40,13 +43,16 @@ struct RushBenchCommand: AsyncParsableCommand {
 
     func validate() throws {
         guard students >= 1, concurrency >= 1, subjects >= 1 else { throw ValidationError("--students, --subjects and --concurrency must be positive.") }
+        if let arrivalRate, !(arrivalRate > 0 && arrivalRate.isFinite) { throw ValidationError("--arrival-rate must be a positive number of students per second.") }
         guard !endpoints().isEmpty else { throw ValidationError("--url must be http://HOST:PORT (comma-separated for several).") }
     }
 
     func endpoints() -> [Endpoint] { urls.split(separator: ",").compactMap { Endpoint(parsing: String($0)) } }
 
     func run() async throws {
-        let rush = Rush(endpoints: endpoints(), students: students, subjectsUsed: subjects, concurrency: concurrency, seed: seed, killMidway: killMidway)
+        let rush = Rush(
+            endpoints: endpoints(), students: students, subjectsUsed: subjects, concurrency: concurrency, arrivalRate: arrivalRate,
+            seed: seed, killMidway: killMidway)
         let report = try await rush.run()
         say(report.text)
         if let json { try Data(report.json.utf8).write(to: URL(fileURLWithPath: json)) }
@@ -65,6 +71,9 @@ private final class RushProgress: Sendable {
     let next = Atomic<Int>(0)
     let done = Atomic<Int>(0)
     let killed = Atomic<Bool>(false)
+    /// Students in their session now, and the most there were at once.
+    let inSession = Atomic<Int>(0)
+    let peakInSession = Atomic<Int>(0)
 }
 
 private final class RushLog: Sendable {
@@ -95,6 +104,8 @@ private struct Rush: Sendable {
     let students: Int
     let subjectsUsed: Int
     let concurrency: Int
+    /// Students arriving per second (open loop); nil runs `concurrency` students at a time.
+    let arrivalRate: Double?
     let seed: UInt64
     let killMidway: String?
     let log = RushLog()
@@ -116,28 +127,54 @@ private struct Rush: Sendable {
 
         let progress = RushProgress()
         let started = ContinuousClock.now
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            for lane in 0..<concurrency {
-                group.addTask {
-                    let client = RingstoreHTTPClient(endpoints: endpoints.rotated(by: lane), timeout: .seconds(10))
-                    var random = SplitMixGenerator(seed: seed &+ UInt64(lane) &* 0x9E37_79B9)
-                    while true {
-                        let number = progress.next.add(1, ordering: .relaxed).newValue
-                        guard number <= students else { break }
+        if let arrivalRate {
+            let clients = (0..<concurrency).map { RingstoreHTTPClient(endpoints: endpoints.rotated(by: $0), timeout: .seconds(10)) }
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for number in 1...students {
+                    // Arrivals keep to the timetable however slow the cluster is.
+                    try await Task.sleep(until: started + .seconds(Double(number - 1) / arrivalRate), clock: .continuous)
+                    let client = clients[number % clients.count]
+                    group.addTask {
+                        var random = SplitMixGenerator(seed: seed &+ UInt64(number) &* 0x9E37_79B9)
+                        let now = progress.inSession.add(1, ordering: .relaxed).newValue
+                        progress.peakInSession.max(now, ordering: .relaxed)
                         await student("s" + String(1_000_000 + number), client: client, ranked: ranked, weights: weights, random: &random)
-                        let finished = progress.done.add(1, ordering: .relaxed).newValue
-                        if let killMidway, finished >= students / 2, progress.killed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
-                            let reply = try? await client.send(method: "POST", path: "/app/v1/dev/nodes/\(killMidway)/stop")
-                            say("midway: stopping \(killMidway): \(reply.map { String(decoding: $0.body, as: UTF8.self) } ?? "no answer")")
-                        }
+                        progress.inSession.subtract(1, ordering: .relaxed)
+                        await finished(progress, client: client)
                     }
-                    client.closeIdleConnections()
                 }
+                try await group.waitForAll()
             }
-            try await group.waitForAll()
+            for client in clients { client.closeIdleConnections() }
+        } else {
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for lane in 0..<concurrency {
+                    group.addTask {
+                        let client = RingstoreHTTPClient(endpoints: endpoints.rotated(by: lane), timeout: .seconds(10))
+                        var random = SplitMixGenerator(seed: seed &+ UInt64(lane) &* 0x9E37_79B9)
+                        while true {
+                            let number = progress.next.add(1, ordering: .relaxed).newValue
+                            guard number <= students else { break }
+                            await student("s" + String(1_000_000 + number), client: client, ranked: ranked, weights: weights, random: &random)
+                            await finished(progress, client: client)
+                        }
+                        client.closeIdleConnections()
+                    }
+                }
+                try await group.waitForAll()
+            }
         }
         let elapsed = ContinuousClock.now - started
-        return try await check(setup, elapsed: elapsed, catalogue: Set(catalogue))
+        return try await check(setup, elapsed: elapsed, catalogue: Set(catalogue), peakInSession: progress.peakInSession.load(ordering: .relaxed))
+    }
+
+    /// Counts a student done; with --kill-midway, stops the node once half are.
+    private func finished(_ progress: RushProgress, client: RingstoreHTTPClient) async {
+        let finished = progress.done.add(1, ordering: .relaxed).newValue
+        if let killMidway, finished >= students / 2, progress.killed.compareExchange(expected: false, desired: true, ordering: .relaxed).exchanged {
+            let reply = try? await client.send(method: "POST", path: "/app/v1/dev/nodes/\(killMidway)/stop")
+            say("midway: stopping \(killMidway): \(reply.map { String(decoding: $0.body, as: UTF8.self) } ?? "no answer")")
+        }
     }
 
     /// One student's morning.
@@ -242,7 +279,7 @@ private struct Rush: Sendable {
 
     // MARK: Checks and report
 
-    private func check(_ client: RingstoreHTTPClient, elapsed: Duration, catalogue: Set<String>) async throws -> Report {
+    private func check(_ client: RingstoreHTTPClient, elapsed: Duration, catalogue: Set<String>, peakInSession: Int) async throws -> Report {
         let state = log.state.withLock { $0 }
         var problems: [String] = state.errors.prefix(5).map { "error: \($0)" }
         let subjects = try await subjectInfo(client).filter { catalogue.contains($0.code) }
@@ -288,7 +325,8 @@ private struct Rush: Sendable {
         }
         let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
         let enrolled = state.outcomes["enrolled"] ?? 0
-        var lines = ["rush: \(students) students, \(subjects.count) subjects, concurrency \(concurrency), \(String(format: "%.1f", seconds)) s"]
+        let load = arrivalRate.map { String(format: "arriving %g/s (open loop, at most %d at once)", $0, peakInSession) } ?? "concurrency \(concurrency)"
+        var lines = ["rush: \(students) students, \(subjects.count) subjects, \(load), \(String(format: "%.1f", seconds)) s"]
         lines.append(String(format: "  enrolments: %d confirmed (%.0f/s); full %d, clash %d, retried 503 %d, gave up %d", enrolled, Double(enrolled) / seconds,
                             state.outcomes["full"] ?? 0, state.outcomes["clash"] ?? 0, state.outcomes["retried_503"] ?? 0, state.outcomes["gave_up"] ?? 0))
         var operationsJSON: [String] = []
@@ -305,7 +343,8 @@ private struct Rush: Sendable {
         let passed = oversold == 0 && lost == 0 && untrue == 0 && problems.isEmpty
         lines += problems.map { "  ! \($0)" }
         lines.append(passed ? "  all checks passed" : "  CHECKS FAILED")
-        let json = "{\"students\":\(students),\"subjects\":\(subjects.count),\"seconds\":\(String(format: "%.3f", seconds)),\"enrolled\":\(enrolled),"
+        let mode = arrivalRate.map { "\"arrival_rate\":\($0),\"peak_in_session\":\(peakInSession)," } ?? "\"concurrency\":\(concurrency),"
+        let json = "{\"students\":\(students),\"subjects\":\(subjects.count),\(mode)\"seconds\":\(String(format: "%.3f", seconds)),\"enrolled\":\(enrolled),"
             + "\"enrolments_per_second\":\(String(format: "%.1f", Double(enrolled) / seconds)),\"full\":\(state.outcomes["full"] ?? 0),\"clash\":\(state.outcomes["clash"] ?? 0),"
             + "\"operations\":{\(operationsJSON.joined(separator: ","))},\"oversold\":\(oversold),\"lost\":\(lost),\"untrue_refusals\":\(untrue),\"passed\":\(passed)}"
         return Report(text: lines.joined(separator: "\n"), json: json, passed: passed)

@@ -51,3 +51,44 @@ def test_the_rush_oversells_nothing_and_loses_nothing_with_a_node_killed(ringsto
     assert result["enrolled"] > STUDENTS, result
     assert result["full"] > 0, "no subject filled up: the run did not test the capacity limit"
     assert set(result["operations"]) == {"sign_in", "browse", "enrol", "timetable"}, result
+
+
+@pytest.fixture
+def cluster3(ringstore_bin, tmp_path):
+    cluster = RingCluster(ringstore_bin, tmp_path, node_count=3)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def test_an_open_loop_rush_keeps_its_arrival_timetable(ringstore_bin, cluster3, tmp_path):
+    """With --arrival-rate, student i starts i/rate seconds in whether or not the
+    others are done: 150 students at 50/s take at least 3 s, several are in their
+    session at once, and the end-of-run checks hold as in the closed loop."""
+    students, rate = 150, 50
+    seeded = run_cli(ringstore_bin, "seed", "--url", cluster3.urls(), "--students", str(students))
+    assert seeded.returncode == 0, seeded.stderr.decode()
+    report = tmp_path / "rush.json"
+    result = run_cli(ringstore_bin, "bench", "rush", "--url", cluster3.urls(), "--students", str(students),
+                     "--arrival-rate", str(rate), "--json", str(report))
+    out = result.stdout.decode()
+    assert result.returncode == 0, out + result.stderr.decode()
+    assert f"arriving {rate}/s (open loop" in out, out
+    summary = json.loads(report.read_text())
+    assert summary["passed"] and summary["arrival_rate"] == rate, summary
+    assert summary["seconds"] >= (students - 1) / rate, summary
+    assert summary["peak_in_session"] >= 2, summary
+    assert summary["enrolled"] > students, summary
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arrival-rate", "0"], "--arrival-rate must be a positive number"),
+    (["--arrival-rate=-5"], "--arrival-rate must be a positive number"),
+    (["--arrival-rate", "nan"], "--arrival-rate must be a positive number"),
+    (["--concurrency", "0"], "must be positive"),
+])
+def test_the_rush_refuses_bad_options(ringstore_bin, args, message):
+    result = run_cli(ringstore_bin, "bench", "rush", "--url", "http://127.0.0.1:9", *args)
+    assert result.returncode != 0
+    assert message in result.stderr.decode(), result.stderr.decode()
