@@ -164,3 +164,17 @@ def test_tombstones_are_purged_only_once_every_replica_holds_them(purging3):
     assert rs1.request("PUT", kv_path("default", "gone0"), body=b"new").status == 204
     reply = rs1.request("GET", kv_path("default", "gone0") + "?r=3")
     assert reply.status == 200 and reply.body == b"new", reply
+
+
+def test_each_compared_partition_reports_its_exchange_age(ringstore_bin, cluster3):
+    """Every table-partition a node compares has a gauge of the seconds since its
+    last completed exchange, and a requested round brings them all down."""
+    repair(ringstore_bin, cluster3)
+    time.sleep(1.5)  # the gauges are set every second
+    metrics = cluster3.nodes["n1"].request("GET", "/metrics").body.decode()
+    ages = [line for line in metrics.splitlines() if line.startswith("ringstore_aae_exchange_age_seconds{")]
+    partitions = {line.split('partition="')[1].split('"')[0] for line in ages if 'table="default"' in line}
+    ring = cluster3.nodes["n1"].request("GET", "/v1/cluster/ring").json()
+    # N=3 on three nodes: n1 is a home replica of every partition, compared with the next.
+    assert len(partitions) == ring["partitions"], ages[:5]
+    assert max(float(line.split()[-1]) for line in ages) < 10, ages[:5]

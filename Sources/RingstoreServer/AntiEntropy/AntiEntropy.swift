@@ -142,6 +142,8 @@ final class AntiEntropy: Sendable {
     private let started = ContinuousClock.now
     private let metrics = AntiEntropyMetrics()
     private let compared = Mutex<ComparedTrees?>(nil)
+    /// Per tree this node compares: seconds since its last completed exchange.
+    private let exchangeAges = Mutex<[TreeID: CoreMetrics.Gauge]>([:])
 
     /// The trees this node compares, for the ring and tables they were worked out from.
     private struct ComparedTrees: Sendable {
@@ -179,8 +181,10 @@ final class AntiEntropy: Sendable {
             let since = lastRoundEnded.withLock { $0 } ?? started
             metrics.sinceLastRound.record((now - since) / .seconds(1))
             let exchanged = lastExchanged.withLock { $0 }
-            let oldest = comparedTrees().map { exchanged[$0] ?? started }.min() ?? now
+            let trees = comparedTrees()
+            let oldest = trees.map { exchanged[$0] ?? started }.min() ?? now
             metrics.oldestExchange.record((now - oldest) / .seconds(1))
+            recordExchangeAges(trees, exchanged: exchanged, now: now)
             metrics.tombstonesPending.record(node.trees.tombstoneCount)
         }
     }
@@ -238,6 +242,23 @@ final class AntiEntropy: Sendable {
             }
         }
         return items
+    }
+
+    /// Sets `ringstore_aae_exchange_age_seconds{table,partition}` for every tree this
+    /// node compares, and drops the gauges of trees it no longer compares.
+    private func recordExchangeAges(_ trees: [TreeID], exchanged: [TreeID: ContinuousClock.Instant], now: ContinuousClock.Instant) {
+        let dropped = exchangeAges.withLock { gauges -> [CoreMetrics.Gauge] in
+            var kept: [TreeID: CoreMetrics.Gauge] = [:]
+            for id in trees {
+                let gauge = gauges[id] ?? CoreMetrics.Gauge(
+                    label: "ringstore_aae_exchange_age_seconds", dimensions: [("table", id.table), ("partition", String(id.partition.rawValue))])
+                gauge.record((now - (exchanged[id] ?? started)) / .seconds(1))
+                kept[id] = gauge
+            }
+            defer { gauges = kept }
+            return gauges.filter { kept[$0.key] == nil }.map(\.value)
+        }
+        for gauge in dropped { gauge.destroy() }
     }
 
     /// The trees this node compares, reachable peer or not (for the gauge of the
