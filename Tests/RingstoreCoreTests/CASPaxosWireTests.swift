@@ -183,4 +183,26 @@ struct CASPaxosPeekTests {
         let (replyKey, accepted) = try CASPaxosPeek.decodeReply(CASPaxosPeek.encodeReply(key, accepted: five))
         #expect(replyKey == key && accepted == five)
     }
+
+    // Proves a counting look agrees like a peek, counts set members (0 for no value or another kind), and survives encoding.
+    @Test func countingLook() throws {
+        let roster = CASPaxosAcceptedValue(ballot: ballot(5), value: LinearizableValue(version: 3, content: .set(["a", "b", "c"])))
+        let five = CASPaxosAcceptedCount(roster)
+        #expect(five == CASPaxosAcceptedCount(ballot: ballot(5), members: 3))
+        #expect(CASPaxosAcceptedCount(CASPaxosAcceptedValue(ballot: ballot(2), value: counter(2, 7))).members == 0)
+        #expect(CASPaxosAcceptedCount(CASPaxosAcceptedValue(ballot: ballot(2), value: nil)).members == 0)
+        let four = CASPaxosAcceptedCount(ballot: ballot(4), members: 2)
+        #expect(CASPaxosPeek.agreedCount([five, four, five], quorum: 2) == 3)
+        #expect(CASPaxosPeek.agreedCount([five, four], quorum: 2) == nil)
+        #expect(CASPaxosPeek.agreedCount([nil, nil, five], quorum: 2) == 0)
+        #expect(CASPaxosPeek.agreedCount([five], quorum: 2) == nil)
+        let answers: [CASPaxosAcceptedCount??] = [.none, .some(nil), .some(five), .some(CASPaxosAcceptedCount(ballot: ballot(9), members: 300))]
+        #expect(try CASPaxosPeek.decodeManyReply(CASPaxosPeek.encodeManyReply(answers)) == answers)
+        var bad = CASPaxosPeek.encodeManyReply([.some(five)])
+        bad[1] = 7
+        #expect(throws: DecodeError.self) { try CASPaxosPeek.decodeManyReply(bad) }
+        let keys = [(key, replicaCount: 3)]
+        let decoded = try CASPaxosPeek.decodeManyRequest(CASPaxosPeek.encodeManyRequest(keys, ringEpoch: 4))
+        #expect(decoded.count == 1 && decoded[0].0 == key && decoded[0].1 == CASPaxosPlacement(ringEpoch: 4, replicaCount: 3))
+    }
 }

@@ -13,6 +13,23 @@ public struct CASPaxosAcceptedValue: Hashable, Sendable {
     }
 }
 
+/// What a counting look reports of an accepted value: its ballot and how many
+/// members it holds (`LinearizableValue.memberCount`).
+public struct CASPaxosAcceptedCount: Hashable, Sendable {
+    public var ballot: Ballot
+    public var members: Int
+
+    public init(ballot: Ballot, members: Int) {
+        self.ballot = ballot
+        self.members = members
+    }
+
+    /// The count of an accepted value.
+    public init(_ accepted: CASPaxosAcceptedValue) {
+        self.init(ballot: accepted.ballot, members: accepted.value?.memberCount ?? 0)
+    }
+}
+
 /// What one acceptor stores for one key: the highest ballot it promised and the
 /// last value it accepted. The accepted ballot is never above the promised one.
 ///

@@ -51,6 +51,11 @@ public struct LinearizableValue: Hashable, Sendable, CustomStringConvertible {
     /// Whether a client would see something (not deleted).
     public var exists: Bool { content != .deleted }
 
+    /// How many members a set holds; 0 for any other content.
+    public var memberCount: Int {
+        if case .set(let members) = content { members.count } else { 0 }
+    }
+
     /// `v<version>:<content>`, for logs and failure messages.
     public var description: String {
         switch content {

@@ -436,9 +436,12 @@ public enum CASPaxosPeek {
         return (key, accepted)
     }
 
-    /// A look at many keys at once (type 312; reply 313): the placement epoch, then
-    /// each key with its replica count; the reply holds, per key and in order, a
-    /// status byte (0 refused, 1 nothing accepted, 2 accepted) and the accepted value.
+    /// A counting look at many keys at once (type 312; reply 313): the placement
+    /// epoch, then each key with its replica count; the reply holds, per key and in
+    /// order, a status byte (0 refused, 1 nothing accepted, 2 accepted), then the
+    /// accepted ballot and how many members the accepted set holds (a varint; 0 for
+    /// no value or one that is not a set). Counts, not values: the seats of a whole
+    /// catalogue in a few bytes per roster, whatever the rosters hold.
     public static let manyRequestType: UInt16 = 312
     public static let manyReplyType: UInt16 = 313
     /// The most keys one look holds.
@@ -470,8 +473,8 @@ public enum CASPaxosPeek {
         return keys
     }
 
-    public static func encodeManyReply(_ answers: [CASPaxosAcceptedValue??]) -> [UInt8] {
-        var writer = ByteWriter(capacity: 32 * answers.count + 8)
+    public static func encodeManyReply(_ answers: [CASPaxosAcceptedCount??]) -> [UInt8] {
+        var writer = ByteWriter(capacity: 24 * answers.count + 8)
         writer.writeVarint(UInt64(answers.count))
         for answer in answers {
             switch answer {
@@ -480,28 +483,44 @@ public enum CASPaxosPeek {
             case .some(let accepted?):
                 writer.writeUInt8(2)
                 accepted.ballot.encode(into: &writer)
-                LinearizableValue.encodeOptional(accepted.value, into: &writer)
+                writer.writeVarint(UInt64(accepted.members))
             }
         }
         return writer.bytes
     }
 
-    public static func decodeManyReply(_ body: [UInt8]) throws(DecodeError) -> [CASPaxosAcceptedValue??] {
+    public static func decodeManyReply(_ body: [UInt8]) throws(DecodeError) -> [CASPaxosAcceptedCount??] {
         var reader = ByteReader(body)
         let count = try reader.readCount(elementBytesMin: 1)
-        var answers: [CASPaxosAcceptedValue??] = []
+        var answers: [CASPaxosAcceptedCount??] = []
         for _ in 0..<count {
             switch try reader.readUInt8() {
             case 0: answers.append(.none)
             case 1: answers.append(.some(nil))
             case 2:
                 let ballot = try Ballot(from: &reader)
-                answers.append(.some(CASPaxosAcceptedValue(ballot: ballot, value: try LinearizableValue.decodeOptional(&reader))))
+                let members = try reader.readVarint()
+                guard members <= UInt64(Int.max) else { throw DecodeError("member count \(members) out of range") }
+                answers.append(.some(CASPaxosAcceptedCount(ballot: ballot, members: Int(members))))
             case let other: throw DecodeError("unknown look status \(other)")
             }
         }
         try reader.expectEnd()
         return answers
+    }
+
+    /// The member count a majority agrees on: some when at least `quorum` of
+    /// `answers` hold the same accepted ballot (0 when they all hold none); nil when
+    /// the answers disagree. One ballot is accepted with one value, so the same
+    /// ballot means the same count.
+    public static func agreedCount(_ answers: [CASPaxosAcceptedCount?], quorum: Int) -> Int? {
+        guard answers.count >= quorum else { return nil }
+        var counts: [Ballot?: (Int, Int)] = [:]
+        for answer in answers {
+            let entry = counts[answer?.ballot] ?? (0, answer?.members ?? 0)
+            counts[answer?.ballot] = (entry.0 + 1, entry.1)
+        }
+        return counts.first(where: { $0.value.0 >= quorum })?.value.1
     }
 
     /// The value a majority agrees on: some when at least `quorum` of `answers` hold

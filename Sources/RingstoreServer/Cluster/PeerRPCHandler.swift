@@ -117,7 +117,7 @@ struct PeerRPCHandler: RPCHandler {
             promise.succeed(RPCMessage(messageType: CASPaxosPeek.manyReplyType, body: ByteBuffer(bytes: CASPaxosPeek.encodeManyReply(answers))))
         }
         for (index, (key, placement)) in keys.enumerated() {
-            linearizable.handlePeek(key, placement: placement) { gathered.set(index, $0) }
+            linearizable.handlePeek(key, placement: placement) { answer in gathered.set(index, answer.map { $0.map(CASPaxosAcceptedCount.init) }) }
         }
         return .later(promise.futureResult)
     }
@@ -178,17 +178,17 @@ struct PeerRPCHandler: RPCHandler {
 
 /// The answers of a look at many keys, delivered once all are in.
 final class ManyPeeks: Sendable {
-    private let answers: Mutex<(values: [CASPaxosAcceptedValue??], missing: Int)>
-    private let done: @Sendable ([CASPaxosAcceptedValue??]) -> Void
+    private let answers: Mutex<(values: [CASPaxosAcceptedCount??], missing: Int)>
+    private let done: @Sendable ([CASPaxosAcceptedCount??]) -> Void
 
-    init(count: Int, done: @escaping @Sendable ([CASPaxosAcceptedValue??]) -> Void) {
+    init(count: Int, done: @escaping @Sendable ([CASPaxosAcceptedCount??]) -> Void) {
         answers = Mutex((Array(repeating: .none, count: count), count))
         self.done = done
         if count == 0 { done([]) }
     }
 
-    func set(_ index: Int, _ answer: CASPaxosAcceptedValue??) {
-        let complete: [CASPaxosAcceptedValue??]? = answers.withLock { state in
+    func set(_ index: Int, _ answer: CASPaxosAcceptedCount??) {
+        let complete: [CASPaxosAcceptedCount??]? = answers.withLock { state in
             state.values[index] = answer
             state.missing -= 1
             return state.missing == 0 ? state.values : nil

@@ -161,7 +161,7 @@ final class EnrolmentAPI: Sendable {
         let enrolled: Int
         switch try await change(EnrolmentTables.rosterKey(subject.code), .setAdd(member: student.id, cap: subject.capacity)) {
         case .applied(let roster):
-            enrolled = Self.memberCount(roster)
+            enrolled = roster?.memberCount ?? 0
         case .refused(.setFull(let count, _), _):
             throw APIError(.conflict, code: "subject_full", message: "\(subject.code) is full: all \(subject.capacity) seats are taken.",
                            extraJSON: ",\"capacity\":\(subject.capacity),\"enrolled\":\(count)")
@@ -198,7 +198,7 @@ final class EnrolmentAPI: Sendable {
         var enrolled = 0
         for (key, member) in [(EnrolmentTables.rosterKey(subject.code), student.id), (EnrolmentTables.studentKey(student.id), subject.code)] {
             switch try await change(key, .setRemove(member: member)) {
-            case .applied(let value): if key == EnrolmentTables.rosterKey(subject.code) { enrolled = Self.memberCount(value) }
+            case .applied(let value): if key == EnrolmentTables.rosterKey(subject.code) { enrolled = value?.memberCount ?? 0 }
             case .refused(let reason, _): throw APIError.internalError("Dropping \(subject.code) was refused: \(reason).")
             case .failed(let failure, let message): throw Self.unavailable(failure, message)
             }
@@ -238,25 +238,21 @@ final class EnrolmentAPI: Sendable {
 
     /// Every subject as JSON with its seats taken and left, read concurrently.
     private func withSeats(_ subjects: [Subject]) async throws -> [String] {
-        let answers = try await linearizable.readMany(
+        let answers = try await linearizable.memberCounts(
             table: try table(EnrolmentTables.enrolment), keys: subjects.map { Array(EnrolmentTables.rosterKey($0.code).utf8) })
         let counts = try answers.map { answer -> Int in
             switch answer {
-            case .applied(let value):
-                return Self.memberCount(value)
-            case .refused(let reason, _):
+            case .counted(let members):
+                return members
+            case .unread(.applied(let value)):
+                return value?.memberCount ?? 0
+            case .unread(.refused(let reason, _)):
                 throw APIError.internalError("Reading a roster was refused: \(reason).")
-            case .failed(let failure, let message):
+            case .unread(.failed(let failure, let message)):
                 throw Self.unavailable(failure.isNotApplied ? failure : .noQuorum, message)
             }
         }
         return try zip(subjects, counts).map { subject, enrolled in try Self.json(subject, enrolled: enrolled) }
-    }
-
-    /// The members in a roster's value (0 when absent).
-    private static func memberCount(_ value: LinearizableValue?) -> Int {
-        guard let value, case .set(let members) = value.content else { return 0 }
-        return members.count
     }
 
     /// A subject as JSON with its seats taken and left.

@@ -9,14 +9,27 @@ import Synchronization
 /// a linearizable table and answers what happened.
 public protocol LinearizableService: Sendable {
     func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer
-    /// Reads many keys of one table, each linearizably; answers in the order of `keys`.
-    func readMany(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer]
+    /// How many members each key's set holds, each read linearizably; in the order
+    /// of `keys`.
+    func memberCounts(table: TableDefinition, keys: [[UInt8]]) async throws -> [MemberCount]
+}
+
+/// A set's member count as `LinearizableService.memberCounts` reads it.
+public enum MemberCount: Sendable, Equatable {
+    /// How many members the set holds (0 for an absent key or one that is not a set).
+    case counted(Int)
+    /// The key could not be read; the answer says why.
+    case unread(LinearizableAnswer)
+
+    init(_ answer: LinearizableAnswer) {
+        if case .applied(let value) = answer { self = .counted(value?.memberCount ?? 0) } else { self = .unread(answer) }
+    }
 }
 
 extension LinearizableService {
     /// Each key read on its own, all at once.
-    public func readMany(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer] {
-        try await readEach(table: table, keys: keys)
+    public func memberCounts(table: TableDefinition, keys: [[UInt8]]) async throws -> [MemberCount] {
+        try await readEach(table: table, keys: keys).map(MemberCount.init)
     }
 
     /// Each key read as its own operation, all at once; answers in the order of `keys`.

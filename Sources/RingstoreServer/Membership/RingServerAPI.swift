@@ -90,13 +90,13 @@ final class RoutingLinearizableService: LinearizableService {
         self.server = server
     }
 
-    /// Reads many keys with one look per node (`CASPaxosPeek` many): a key whose
-    /// replicas' majority agrees on the accepted ballot is answered from the look;
-    /// the others are read as operations.
-    func readMany(table: TableDefinition, keys: [[UInt8]]) async throws -> [LinearizableAnswer] {
+    /// Counts the members of many keys with one counting look per node
+    /// (`CASPaxosPeek` many): a key whose replicas' majority agrees on the accepted
+    /// ballot is answered from the look; the others are read as operations.
+    func memberCounts(table: TableDefinition, keys: [[UInt8]]) async throws -> [MemberCount] {
         let routing = server.routing
         guard let ring = routing.configuration.ring, !keys.isEmpty, keys.count <= CASPaxosPeek.manyKeysMax else {
-            return try await readEach(table: table, keys: keys)
+            return try await readEach(table: table, keys: keys).map(MemberCount.init)
         }
         let items = keys.map { ItemKey(table: table.name, key: $0, partitioning: routing.partitioning) }
         let replicas = items.map { ring.preferenceList(for: $0.partition, count: table.n) }
@@ -104,7 +104,7 @@ final class RoutingLinearizableService: LinearizableService {
         for (index, list) in replicas.enumerated() {
             for node in list { byNode[node, default: []].append(index) }
         }
-        let looks = await withTaskGroup(of: (NodeID, [Int], [CASPaxosAcceptedValue??]?).self) { group in
+        let looks = await withTaskGroup(of: (NodeID, [Int], [CASPaxosAcceptedCount??]?).self) { group in
             for (node, indices) in byNode {
                 group.addTask {
                     guard routing.available.contains(node), let client = self.server.client(for: node) else { return (node, indices, nil) }
@@ -116,11 +116,11 @@ final class RoutingLinearizableService: LinearizableService {
                     return (node, indices, answers)
                 }
             }
-            var looks: [(NodeID, [Int], [CASPaxosAcceptedValue??]?)] = []
+            var looks: [(NodeID, [Int], [CASPaxosAcceptedCount??]?)] = []
             for await look in group { looks.append(look) }
             return looks
         }
-        var answered = Array(repeating: [CASPaxosAcceptedValue?](), count: keys.count)
+        var answered = Array(repeating: [CASPaxosAcceptedCount?](), count: keys.count)
         for (_, indices, answers) in looks {
             guard let answers else { continue }
             for (position, index) in indices.enumerated() {
@@ -128,14 +128,13 @@ final class RoutingLinearizableService: LinearizableService {
             }
         }
         let quorum = table.n / 2 + 1
-        var results: [LinearizableAnswer?] = answered.map { answers in
-            guard case .some(let value) = CASPaxosPeek.agreedValue(answers, quorum: quorum) else { return nil }
-            return .applied(value)
+        var results: [MemberCount?] = answered.map { answers in
+            CASPaxosPeek.agreedCount(answers, quorum: quorum).map(MemberCount.counted)
         }
         let missing = results.indices.filter { results[$0] == nil }
         if !missing.isEmpty {
             let read = try await readEach(table: table, keys: missing.map { keys[$0] })
-            for (position, index) in missing.enumerated() { results[index] = read[position] }
+            for (position, index) in missing.enumerated() { results[index] = MemberCount(read[position]) }
         }
         return results.map { $0! }
     }
