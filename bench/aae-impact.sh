@@ -7,8 +7,9 @@
 #      reads' own read repair is all that refills it;
 #   3. on, right after n3 lost its disk again, while the exchanges copy every key
 #      back to it (the reads still repair what they touch);
-#   4. on, with nothing left to repair (rounds compare trees and find them equal);
-#   5. off again, on the same data as phase 4 (restarted).
+#   4. on, with nothing left to repair (restarted; rounds compare trees and find
+#      them equal);
+#   5. off, on the same data (restarted again).
 # Anti-entropy's own cost is phase 3 against phase 2 while it repairs, and phase 4
 # against phase 5 while it finds nothing.
 #
@@ -80,13 +81,19 @@ before=$(keys_on 2)
 results+=("$(load '3. on, repairing n3 (lost its disk again)')")
 during="n3 held $before keys before phase 3 and $(keys_on 2) after it; $(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) )) keys repaired by anti-entropy by then"
 for _ in $(seq 600); do [[ "$(keys_on 2)" -ge "$(keys_on 0)" ]] && break; sleep 0.5; done
+restart_all() { # pause-ms
+  for i in 0 1 2; do stop_node "$i"; done
+  for i in 0 1 2; do start_node "$i" "$1"; done
+  wait_reachable
+}
+# Phases 4 and 5 both start from a restart on the same data, so that only the
+# exchanges differ between them (not the refill's after-effects).
+restart_all 100
 repaired_before=$(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) ))
-results+=("$(load '4. on, nothing to repair')")
+results+=("$(load '4. on, nothing to repair (restarted)')")
 after="anti-entropy repaired $(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) - repaired_before )) keys during phase 4"
-for i in 0 1 2; do stop_node "$i"; done
-for i in 0 1 2; do start_node "$i" 0; done
-wait_reachable
-results+=("$(load '5. off again, same data as phase 4')")
+restart_all 0
+results+=("$(load '5. off, same data (restarted)')")
 
 date_utc=$(date -u +%Y-%m-%d)
 out="bench/results/aae-impact-$date_utc.md"
