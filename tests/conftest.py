@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness import NodePool, ringstore_binary
+from tests.ring_harness import RingCluster
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +31,23 @@ def nodes(ringstore_bin, tmp_path) -> NodePool:
 def node(nodes):
     """A fresh node with default options, stopped after the test."""
     return nodes.start()
+
+
+@pytest.fixture
+def ring_cluster(ringstore_bin, tmp_path):
+    """Starts a cluster of ring servers and nodes for one test
+    (`ring_cluster(node_count, node_args=…)`, arguments as `RingCluster`'s) and
+    stops it after the test."""
+    started: list[RingCluster] = []
+
+    def start(node_count: int, **options) -> RingCluster:
+        cluster = RingCluster(ringstore_bin, tmp_path / f"cluster{len(started) + 1}", node_count, **options)
+        started.append(cluster)
+        return cluster.start()
+
+    yield start
+    for cluster in started:
+        cluster.stop()
 
 
 @pytest.fixture(scope="module")

@@ -30,8 +30,28 @@ def free_ports(count: int) -> list[int]:
     return reserve(count, LOOPBACK)
 
 
+def ring_server_args(name: str, index: int, data: Path, http: str, rpc: str, peer_rpc: str, initial_nodes: int,
+                     partitions: int, admin_token: str) -> list[str]:
+    """`ringstore ring` for ring server `index` of two (the first starts as primary)."""
+    return [
+        "ring", "--id", name, "--role", "primary" if index == 0 else "secondary", "--data", str(data),
+        "--http", http, "--rpc", rpc, "--peer", f"rs{2 - index}={peer_rpc}",
+        "--initial-nodes", str(initial_nodes), "--partitions", str(partitions), "--admin-token", admin_token,
+    ]
+
+
+def joining_node_args(name: str, data: Path, http: str, rpc: str, join: str, partitions: int, extra=()) -> list[str]:
+    """`ringstore node` joining through the ring servers at `join`."""
+    return [
+        "node", "--id", name, "--data", str(data), "--http", http, "--rpc", rpc, "--join", join,
+        "--partitions", str(partitions), "--request-timeout-milliseconds", "1000", *extra,
+    ]
+
+
 class Proc:
     """One Ringstore process with fixed arguments, restartable on the same data folder."""
+
+    host = LOOPBACK
 
     def __init__(self, binary: Path, name: str, args: list[str], http_port: int, log_dir: Path):
         self.binary = binary
@@ -82,10 +102,30 @@ class Proc:
         return request(self.port, method, path, **kwargs)
 
 
-class RingCluster:
+class ClusterViews:
+    """What every cluster of ring servers and nodes answers about itself."""
+
+    ring_servers: dict[str, Proc]
+    nodes: dict[str, Proc]
+
+    def view(self, name: str) -> dict:
+        return self.ring_servers[name].request("GET", "/v1/cluster").json()
+
+    def role(self, name: str) -> str | None:
+        try:
+            return self.view(name)["role"]
+        except (OSError, ValueError):
+            return None
+
+    def urls(self) -> str:
+        return ",".join(f"http://{proc.host}:{proc.port}" for proc in self.ring_servers.values())
+
+
+class RingCluster(ClusterViews):
     """Ring servers rs1 (first primary) and rs2, and nodes n1…nN joined through them."""
 
     ADMIN_TOKEN = "test-admin-token"
+    PARTITIONS = 64
 
     def __init__(self, binary: Path, folder: Path, node_count: int, initial_nodes: int | None = None, node_args=()):
         self.binary = binary
@@ -97,15 +137,11 @@ class RingCluster:
         self.join = ",".join(f"{LOOPBACK}:{port}" for port in rs_rpc)
         self.ring_servers: dict[str, Proc] = {}
         for index in range(2):
-            other = 1 - index
             name = f"rs{index + 1}"
-            self.ring_servers[name] = Proc(binary, name, [
-                "ring", "--id", name, "--role", "primary" if index == 0 else "secondary",
-                "--data", str(folder / name), "--http", f"{LOOPBACK}:{rs_http[index]}",
-                "--rpc", f"{LOOPBACK}:{rs_rpc[index]}", "--peer", f"rs{other + 1}={LOOPBACK}:{rs_rpc[other]}",
-                "--initial-nodes", str(initial_nodes or node_count), "--partitions", "64",
-                "--admin-token", self.ADMIN_TOKEN,
-            ], rs_http[index], folder / "logs")
+            self.ring_servers[name] = Proc(binary, name, ring_server_args(
+                name, index, folder / name, f"{LOOPBACK}:{rs_http[index]}", f"{LOOPBACK}:{rs_rpc[index]}",
+                f"{LOOPBACK}:{rs_rpc[1 - index]}", initial_nodes or node_count, self.PARTITIONS, self.ADMIN_TOKEN,
+            ), rs_http[index], folder / "logs")
         self.node_args = list(node_args)
         self.nodes: dict[str, Proc] = {}
         node_ports = ports[4:4 + 2 * node_count]
@@ -115,11 +151,10 @@ class RingCluster:
     def add_node(self, name: str, http_port: int | None = None, rpc_port: int | None = None) -> Proc:
         if http_port is None:
             http_port, rpc_port = self.spare_ports.pop(), self.spare_ports.pop()
-        self.nodes[name] = Proc(self.binary, name, [
-            "node", "--id", name, "--data", str(self.folder / name), "--http", f"{LOOPBACK}:{http_port}",
-            "--rpc", f"{LOOPBACK}:{rpc_port}", "--join", self.join, "--partitions", "64",
-            "--request-timeout-milliseconds", "1000", *self.node_args,
-        ], http_port, self.folder / "logs")
+        self.nodes[name] = Proc(self.binary, name, joining_node_args(
+            name, self.folder / name, f"{LOOPBACK}:{http_port}", f"{LOOPBACK}:{rpc_port}", self.join, self.PARTITIONS,
+            self.node_args,
+        ), http_port, self.folder / "logs")
         return self.nodes[name]
 
     def start(self) -> "RingCluster":
@@ -134,22 +169,10 @@ class RingCluster:
         for proc in [*self.nodes.values(), *self.ring_servers.values()]:
             proc.stop()
 
-    def view(self, name: str) -> dict:
-        return self.ring_servers[name].request("GET", "/v1/cluster").json()
-
-    def role(self, name: str) -> str | None:
-        try:
-            return self.view(name)["role"]
-        except OSError:
-            return None
-
     def primary(self) -> str | None:
         primaries = [name for name, proc in self.ring_servers.items() if proc.running and self.role(name) == "primary"]
         assert len(primaries) <= 1, f"two ring servers act as primary: {primaries}"
         return primaries[0] if primaries else None
-
-    def urls(self) -> str:
-        return ",".join(f"http://{LOOPBACK}:{proc.port}" for proc in self.ring_servers.values())
 
     def admin(self, method: str, path: str, token: str | None = ADMIN_TOKEN):
         """An admin request to whichever ring server is primary."""

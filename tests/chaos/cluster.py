@@ -26,7 +26,7 @@ from typing import Mapping
 from urllib.parse import quote
 
 from tests.harness import Reply, run_cli
-from tests.ring_harness import Proc
+from tests.ring_harness import ClusterViews, Proc, joining_node_args, ring_server_args
 from tests.ports import reserve
 
 RING_HOSTS = ("127.0.0.11", "127.0.0.12")
@@ -222,7 +222,7 @@ def mount_tmpfs(path: Path, mebibytes: int) -> str | None:
     return None
 
 
-class ChaosCluster:
+class ChaosCluster(ClusterViews):
     """Ring servers rs1 (first primary) and rs2, and nodes n1…nN, each on its own address."""
 
     def __init__(self, binary: Path, folder: Path, node_hosts=NODE_HOSTS, ring_hosts=RING_HOSTS,
@@ -241,23 +241,19 @@ class ChaosCluster:
         self.join = ",".join(f"{host}:{ports[host][1]}" for host in ring_hosts)
         self.ring_servers: dict[str, Host] = {}
         for index, host in enumerate(ring_hosts):
-            name, other = f"rs{index + 1}", 1 - index
+            name, peer = f"rs{index + 1}", ring_hosts[1 - index]
             http_port, rpc_port = ports[host]
-            self.ring_servers[name] = Host(binary, name, host, http_port, rpc_port, [
-                "ring", "--id", name, "--role", "primary" if index == 0 else "secondary",
-                "--data", str(folder / name), "--http", f"{host}:{http_port}", "--rpc", f"{host}:{rpc_port}",
-                "--peer", f"rs{other + 1}={ring_hosts[other]}:{ports[ring_hosts[other]][1]}",
-                "--initial-nodes", str(len(node_hosts)), "--partitions", str(PARTITIONS), "--admin-token", ADMIN_TOKEN,
-            ], self.log_dir, folder / name)
+            self.ring_servers[name] = Host(binary, name, host, http_port, rpc_port, ring_server_args(
+                name, index, folder / name, f"{host}:{http_port}", f"{host}:{rpc_port}", f"{peer}:{ports[peer][1]}",
+                len(node_hosts), PARTITIONS, ADMIN_TOKEN,
+            ), self.log_dir, folder / name)
         self.nodes: dict[str, Host] = {}
         for index, host in enumerate(node_hosts):
             name = f"n{index + 1}"
             http_port, rpc_port = ports[host]
-            self.nodes[name] = Host(binary, name, host, http_port, rpc_port, [
-                "node", "--id", name, "--data", str(folder / name), "--http", f"{host}:{http_port}",
-                "--rpc", f"{host}:{rpc_port}", "--join", self.join, "--partitions", str(PARTITIONS),
-                "--request-timeout-milliseconds", "1000", *node_args,
-            ], self.log_dir, folder / name)
+            self.nodes[name] = Host(binary, name, host, http_port, rpc_port, joining_node_args(
+                name, folder / name, f"{host}:{http_port}", f"{host}:{rpc_port}", self.join, PARTITIONS, node_args,
+            ), self.log_dir, folder / name)
 
     # -- lifecycle
 
@@ -298,17 +294,9 @@ class ChaosCluster:
         assert running, "no ring server is running"
         return running[0]
 
-    def view(self, name: str) -> dict:
-        return self.ring_servers[name].request("GET", "/v1/cluster").json()
-
-    def role(self, name: str) -> str | None:
-        try:
-            return self.view(name)["role"]
-        except (OSError, ValueError):
-            return None
-
     def primary(self) -> str | None:
-        """The ring server that calls itself primary in the highest term."""
+        """The ring server that calls itself primary in the highest term (a restarted
+        old primary may still call itself primary of its old term for a heartbeat)."""
         best = None
         for name, proc in self.ring_servers.items():
             if not proc.running or proc.paused:
@@ -320,9 +308,6 @@ class ChaosCluster:
             if view.get("role") == "primary" and (best is None or view.get("term", 0) > best[1]):
                 best = (name, view.get("term", 0))
         return best[0] if best else None
-
-    def urls(self) -> str:
-        return ",".join(f"http://{proc.host}:{proc.port}" for proc in self.ring_servers.values())
 
     def locate(self, table: str, key: str) -> list[str]:
         """The key's preference list (home replicas first)."""

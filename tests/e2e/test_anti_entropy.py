@@ -16,12 +16,8 @@ KEYS = 300
 
 
 @pytest.fixture
-def cluster3(ringstore_bin, tmp_path):
-    cluster = RingCluster(ringstore_bin, tmp_path, node_count=3)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+def cluster3(ring_cluster):
+    return ring_cluster(3)
 
 
 def keys_held(proc) -> int:
@@ -105,14 +101,9 @@ def test_background_exchanges_repair_without_being_asked(cluster3):
 
 
 @pytest.fixture
-def purging3(ringstore_bin, tmp_path):
+def purging3(ring_cluster):
     """Three nodes that try to purge a tombstone one second after they first hold it."""
-    cluster = RingCluster(ringstore_bin, tmp_path, node_count=3,
-                          node_args=["--tombstone-grace-seconds", "1", "--anti-entropy-pause-milliseconds", "20"])
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+    return ring_cluster(3, node_args=["--tombstone-grace-seconds", "1", "--anti-entropy-pause-milliseconds", "20"])
 
 
 def tombstones_purged(proc) -> float:

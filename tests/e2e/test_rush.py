@@ -11,18 +11,13 @@ import threading
 import pytest
 
 from tests.harness import run_cli
-from tests.ring_harness import RingCluster
 
 STUDENTS = 300
 
 
 @pytest.fixture
-def cluster5(ringstore_bin, tmp_path):
-    cluster = RingCluster(ringstore_bin, tmp_path, node_count=5)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+def cluster5(ring_cluster):
+    return ring_cluster(5)
 
 
 def test_the_rush_oversells_nothing_and_loses_nothing_with_a_node_killed(ringstore_bin, cluster5, tmp_path):
@@ -54,12 +49,8 @@ def test_the_rush_oversells_nothing_and_loses_nothing_with_a_node_killed(ringsto
 
 
 @pytest.fixture
-def cluster3(ringstore_bin, tmp_path):
-    cluster = RingCluster(ringstore_bin, tmp_path, node_count=3)
-    try:
-        yield cluster.start()
-    finally:
-        cluster.stop()
+def cluster3(ring_cluster):
+    return ring_cluster(3)
 
 
 def test_an_open_loop_rush_keeps_its_arrival_timetable(ringstore_bin, cluster3, tmp_path):
