@@ -52,40 +52,26 @@ load() { connections=32 wrk_spread "$1" get.lua "${http_ports[0]}" "${http_ports
 
 for i in 0 1 2; do start_node "$i" 0; done
 wait_reachable
-python3 - "$keys" "${http_ports[@]}" <<'PY'
-import http.client, sys
-keys = int(sys.argv[1]); ports = [int(p) for p in sys.argv[2:]]
-connections = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
-for i in range(keys):
-    connection = connections[i % len(connections)]
-    connection.request("PUT", f"/v1/kv/default/key{i}?w=3", body=b"v" * 100, headers={"Content-Type": "application/octet-stream"})
-    response = connection.getresponse(); response.read()
-    assert response.status == 204, response.status
-PY
+preload_query=w=3 preload_ringstore "${http_ports[@]}"
 
-restart_with_n3_wiped() { # pause-ms
+restart_all() { # pause-ms [wipe-n3]: stops every node (n3 losing its disk with wipe-n3) and starts them again
   for i in 0 1 2; do stop_node "$i"; done
-  rm -rf "$work/n3/storage" "$work/n3/hints"
+  if [[ "${2:-}" == wipe-n3 ]]; then rm -rf "$work/n3/storage" "$work/n3/hints"; fi
   for i in 0 1 2; do start_node "$i" "$1"; done
   wait_reachable
 }
 
 results=()
 results+=("$(load '1. anti-entropy off')")
-restart_with_n3_wiped 0
+restart_all 0 wipe-n3
 before=$(keys_on 2)
 results+=("$(load '2. off, n3 lost its disk (read repair alone)')")
 alone="read repair alone brought n3 from $before to $(keys_on 2) keys in phase 2"
-restart_with_n3_wiped 100
+restart_all 100 wipe-n3
 before=$(keys_on 2)
 results+=("$(load '3. on, repairing n3 (lost its disk again)')")
 during="n3 held $before keys before phase 3 and $(keys_on 2) after it; $(( $(repaired_on 0) + $(repaired_on 1) + $(repaired_on 2) )) keys repaired by anti-entropy by then"
 for _ in $(seq 600); do [[ "$(keys_on 2)" -ge "$(keys_on 0)" ]] && break; sleep 0.5; done
-restart_all() { # pause-ms
-  for i in 0 1 2; do stop_node "$i"; done
-  for i in 0 1 2; do start_node "$i" "$1"; done
-  wait_reachable
-}
 # Phases 4 and 5 both start from a restart on the same data, so that only the
 # exchanges differ between them (not the refill's after-effects).
 restart_all 100

@@ -99,15 +99,17 @@ wrk_spread() {
 }
 
 # preload_ringstore PORT…: key0 … key($keys-1) of the default table, 100 bytes each,
-# spread over the nodes at PORT… (get.lua reads them).
+# spread over the nodes at PORT… (get.lua reads them); $preload_query, if set, is
+# the writes' query string (such as w=3).
 preload_ringstore() {
-  python3 - "$keys" "$@" <<'PY'
+  python3 - "$keys" "${preload_query:-}" "$@" <<'PY'
 import http.client, sys
-keys, ports = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+keys, query, ports = int(sys.argv[1]), sys.argv[2], [int(p) for p in sys.argv[3:]]
+suffix = f"?{query}" if query else ""
 connections = [http.client.HTTPConnection("127.0.0.1", port) for port in ports]
 for i in range(keys):
     connection = connections[i % len(connections)]
-    connection.request("PUT", f"/v1/kv/default/key{i}", body=b"v" * 100, headers={"Content-Type": "application/octet-stream"})
+    connection.request("PUT", f"/v1/kv/default/key{i}{suffix}", body=b"v" * 100, headers={"Content-Type": "application/octet-stream"})
     response = connection.getresponse(); response.read()
     assert response.status == 204, response.status
 PY

@@ -187,6 +187,17 @@ public struct ByteReader: Sendable {
         return try readRaw(count: Int(length))
     }
 
+    /// Skips a varint length and then that many bytes, copying nothing.
+    public mutating func skipBytes() throws(DecodeError) {
+        let start = offset
+        let length = try readVarint()
+        guard length <= UInt64(remainingCount) else {
+            offset = start
+            throw DecodeError("length \(length) at offset \(start) exceeds the \(remainingCount) bytes that remain")
+        }
+        offset += Int(length)
+    }
+
     /// Reads a varint length and then that many bytes of UTF-8.
     public mutating func readString() throws(DecodeError) -> String {
         let start = offset

@@ -24,7 +24,7 @@ public struct Sibling: Hashable, Sendable {
     }
 
     /// Flag bits of the encoded form.
-    private static let tombstoneFlag: UInt8 = 0x01
+    fileprivate static let tombstoneFlag: UInt8 = 0x01
 
     /// Appends the sibling: a flags byte (bit 0: tombstone), the content type as a
     /// length-prefixed string, the data as length-prefixed bytes.
@@ -101,5 +101,41 @@ extension DottedVersionVectorSet where Value == Sibling {
     /// empty object). A read of a deleted key answers 404.
     public var isDeleted: Bool {
         !values.contains { !$0.isTombstone }
+    }
+
+    /// Whether the key holds versions and all of them are tombstones: what anti-entropy
+    /// may purge once every replica holds the same.
+    public var holdsOnlyTombstones: Bool {
+        isDeleted && !values.isEmpty
+    }
+
+    /// `holdsOnlyTombstones` of what `encodeObject` produced, read without decoding
+    /// (nothing is copied or allocated), so that every key can be looked at when a
+    /// node starts. False for bytes that are not an encoded object.
+    public static func holdsOnlyTombstones(encoded bytes: [UInt8]) -> Bool {
+        var reader = ByteReader(bytes)
+        var siblings = 0
+        // Each sibling: flags, then a content type and data, both length-prefixed.
+        func onlyTombstones(_ count: Int, _ reader: inout ByteReader) throws(DecodeError) -> Bool {
+            for _ in 0..<count {
+                guard try reader.readUInt8() == Sibling.tombstoneFlag else { return false }
+                try reader.skipBytes()
+                try reader.skipBytes()
+            }
+            siblings += count
+            return true
+        }
+        do {
+            guard try reader.readUInt8() == objectFormatVersion else { return false }
+            for _ in 0..<(try reader.readCount(elementBytesMin: 10)) {
+                _ = try reader.readUInt64BE()  // actor
+                _ = try reader.readVarint()  // counter
+                guard try onlyTombstones(try reader.readCount(elementBytesMin: 3), &reader) else { return false }
+            }
+            guard try onlyTombstones(try reader.readCount(elementBytesMin: 3), &reader) else { return false }
+            return reader.isAtEnd && siblings > 0
+        } catch {
+            return false
+        }
     }
 }

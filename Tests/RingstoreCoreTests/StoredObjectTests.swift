@@ -23,6 +23,27 @@ import Testing
         #expect(try StoredObject.decodeObject(StoredObject.encodeObject(StoredObject())) == StoredObject())
     }
 
+    // Proves the scan of encoded bytes agrees with decoding on which objects hold only tombstones, and refuses what is not an object.
+    @Test func tombstonesOnlyScanAgreesWithDecoding() {
+        let value = put(StoredObject(), json, context: nil, at: alice)
+        let deleted = put(value, .tombstone, context: value.context, at: alice)
+        let twoTombstones = put(deleted, .tombstone, context: nil, at: bob)
+        let tombstoneAndValue = put(deleted, text, context: nil, at: bob)
+        var anonymous = StoredObject.fresh(.tombstone, context: nil)
+        anonymous = StoredObject.sync(anonymous, deleted)
+        for object in [StoredObject(), value, deleted, twoTombstones, tombstoneAndValue, anonymous] {
+            let bytes = StoredObject.encodeObject(object)
+            #expect(StoredObject.holdsOnlyTombstones(encoded: bytes) == object.holdsOnlyTombstones, "\(object)")
+        }
+        #expect(deleted.holdsOnlyTombstones && twoTombstones.holdsOnlyTombstones)
+        #expect(!StoredObject().holdsOnlyTombstones && !tombstoneAndValue.holdsOnlyTombstones)
+        let bytes = StoredObject.encodeObject(deleted)
+        #expect(!StoredObject.holdsOnlyTombstones(encoded: Array(bytes.dropLast())))
+        #expect(!StoredObject.holdsOnlyTombstones(encoded: bytes + [0]))
+        #expect(!StoredObject.holdsOnlyTombstones(encoded: [2] + bytes.dropFirst()))
+        #expect(!StoredObject.holdsOnlyTombstones(encoded: []))
+    }
+
     // Proves a delete that saw the value leaves only a tombstone, so the key reads as deleted.
     @Test func deleteWithContextDeletes() {
         var object = put(StoredObject(), json, context: nil, at: alice)

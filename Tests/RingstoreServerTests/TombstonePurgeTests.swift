@@ -103,8 +103,8 @@ struct HashTreeTombstoneTests {
         let trees = HashTrees()
         let start = ContinuousClock.now
         let (value, tombstone) = (Self.object(deleted: false), Self.object(deleted: true))
-        #expect(HashTrees.holdsOnlyTombstones(tombstone))
-        #expect(!HashTrees.holdsOnlyTombstones(value))
+        #expect(StoredObject.holdsOnlyTombstones(encoded: tombstone))
+        #expect(!StoredObject.holdsOnlyTombstones(encoded: value))
         trees.record(partition: Self.partition, storageKey: Self.key("a"), old: nil, new: value, deleted: false, now: start)
         trees.record(partition: Self.partition, storageKey: Self.key("a"), old: value, new: tombstone, deleted: true, now: start)
         trees.record(partition: Self.partition, storageKey: Self.key("b"), old: nil, new: tombstone, deleted: true, now: start + .seconds(5))

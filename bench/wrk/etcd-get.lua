@@ -1,16 +1,10 @@
 -- etcd v3 JSON gateway: a linearizable read (etcd's default range) of a random key
 -- among KEYS preloaded ones, key0 … key(KEYS-1), as get.lua reads Ringstore's.
 dofile("bench/wrk/base64.lua")
-local keys = tonumber(os.getenv("KEYS") or "10000")
-local counter = 0
-
-setup = function(thread)
-  counter = counter + 1
-  thread:set("seed", counter)
-end
+dofile("bench/wrk/random-key.lua")
 
 init = function(args)
-  math.randomseed(seed * 7919)
+  seed_random()
   bodies = {}
   for i = 0, keys - 1 do bodies[i] = '{"key":"' .. base64("key" .. i) .. '"}' end
 end

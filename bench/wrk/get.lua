@@ -1,14 +1,8 @@
 -- GET a random key among KEYS preloaded ones: key0 … key(KEYS-1) of table "default".
-local keys = tonumber(os.getenv("KEYS") or "10000")
-local counter = 0
-
-setup = function(thread)
-  counter = counter + 1
-  thread:set("seed", counter)
-end
+dofile("bench/wrk/random-key.lua")
 
 init = function(args)
-  math.randomseed(seed * 7919)
+  seed_random()
 end
 
 request = function()

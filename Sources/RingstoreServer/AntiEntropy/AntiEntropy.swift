@@ -20,6 +20,34 @@ enum AntiEntropyWire {
     static let repairNow: UInt16 = 61
     static let repairReply: UInt16 = 161
 
+    /// What every request about one tree starts with: the tree (table and partition)
+    /// and the asker's ring epoch and n.
+    struct Header: Sendable, Equatable {
+        var id: TreeID
+        var ringEpoch: UInt64
+        var n: Int
+
+        func write(into writer: inout ByteWriter) {
+            writer.writeString(id.table)
+            writer.writeUInt32BE(id.partition.rawValue)
+            writer.writeUInt64BE(ringEpoch)
+            writer.writeUInt8(UInt8(clamping: n))
+        }
+
+        init(id: TreeID, ringEpoch: UInt64, n: Int) {
+            self.id = id
+            self.ringEpoch = ringEpoch
+            self.n = n
+        }
+
+        init(from reader: inout ByteReader) throws(DecodeError) {
+            let table = try reader.readString()
+            let partition = PartitionID(rawValue: try reader.readUInt32BE())
+            let epoch = try reader.readUInt64BE()
+            self.init(id: TreeID(table: table, partition: partition), ringEpoch: epoch, n: Int(try reader.readUInt8()))
+        }
+    }
+
     enum Query: Sendable {
         /// The 16 inner hashes of the tree.
         case inners
@@ -33,10 +61,7 @@ enum AntiEntropyWire {
 
     static func encode(_ id: TreeID, ringEpoch: UInt64, n: Int, query: Query) -> RPCMessage {
         var writer = ByteWriter(capacity: 64)
-        writer.writeString(id.table)
-        writer.writeUInt32BE(id.partition.rawValue)
-        writer.writeUInt64BE(ringEpoch)
-        writer.writeUInt8(UInt8(clamping: n))
+        Header(id: id, ringEpoch: ringEpoch, n: n).write(into: &writer)
         switch query {
         case .inners:
             writer.writeUInt8(1)
@@ -54,10 +79,7 @@ enum AntiEntropyWire {
 
     static func decode(_ message: RPCMessage) throws(DecodeError) -> (TreeID, ringEpoch: UInt64, n: Int, query: Query) {
         var reader = ByteReader(Array(message.body.readableBytesView))
-        let table = try reader.readString()
-        let partition = PartitionID(rawValue: try reader.readUInt32BE())
-        let epoch = try reader.readUInt64BE()
-        let n = Int(try reader.readUInt8())
+        let header = try Header(from: &reader)
         let query: Query
         switch try reader.readUInt8() {
         case 1:
@@ -84,7 +106,7 @@ enum AntiEntropyWire {
             throw DecodeError("unknown anti-entropy query \(other)")
         }
         try reader.expectEnd()
-        return (TreeID(table: table, partition: partition), epoch, n, query)
+        return (header.id, header.ringEpoch, header.n, query)
     }
 }
 
@@ -430,7 +452,7 @@ extension AntiEntropy {
             guard replicas.first == node.id else { continue }
             let candidates = node.trees.tombstones(id, seenBefore: seenBefore, limit: settings.keysPerExchangeMax)
             guard !candidates.isEmpty else { continue }
-            let header = TombstonePurge.Header(id: id, ringEpoch: ring.epoch, n: table.n)
+            let header = AntiEntropyWire.Header(id: id, ringEpoch: ring.epoch, n: table.n)
             do {
                 purged += try await purge(candidates, header: header, replicas: Set(replicas).subtracting([node.id]), members: members)
             } catch {
@@ -441,7 +463,7 @@ extension AntiEntropy {
     }
 
     private func purge(
-        _ candidates: [(key: [UInt8], hash: UInt64)], header: TombstonePurge.Header, replicas: Set<NodeID>, members: Set<NodeID>
+        _ candidates: [(key: [UInt8], hash: UInt64)], header: AntiEntropyWire.Header, replicas: Set<NodeID>, members: Set<NodeID>
     ) async throws -> Int {
         let keys = candidates.map(\.key)
         var answers: [NodeID: [TombstoneHolding]] = [:]

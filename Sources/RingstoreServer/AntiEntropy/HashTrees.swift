@@ -106,7 +106,7 @@ final class HashTrees: Sendable {
                 let id = TreeID(table: table, partition: partition)
                 let hash = HashTree.entryHash(storageKey: storageKey, value: value)
                 built[id, default: HashTree()].update(storageKey: storageKey, old: nil, new: hash)
-                if found.count < TombstoneIndex.countMax, Self.holdsOnlyTombstones(value, sizeMax: 512) {
+                if found.count < TombstoneIndex.countMax, StoredObject.holdsOnlyTombstones(encoded: value) {
                     found.insert(id, storageKey, TombstoneSighting(hash: hash, since: now))
                 }
             }
@@ -114,16 +114,6 @@ final class HashTrees: Sendable {
         trees.withLock { $0 = built }
         tombstoneIndex.withLock { $0 = found }
         rebuilds.increment()
-    }
-
-    /// Whether stored bytes hold versions that are all tombstones. With `sizeMax`,
-    /// larger objects are not decoded and count as holding a value: at start, when
-    /// every key is looked at, a tombstone-only object is a clock and a few flag
-    /// bytes, so larger ones hold a value (or many actors, and are found when next
-    /// written).
-    static func holdsOnlyTombstones(_ bytes: [UInt8], sizeMax: Int = .max) -> Bool {
-        guard bytes.count <= sizeMax, let object = try? StoredObject.decodeObject(bytes) else { return false }
-        return object.isDeleted && !object.values.isEmpty
     }
 
     /// A copy of one tree (empty if the node holds no key of it).

@@ -67,12 +67,8 @@ enum TombstonePurge {
 
     // MARK: Wire
 
-    /// A request's header: the tree and the asker's ring epoch and n, as anti-entropy's.
-    struct Header: Sendable, Equatable {
-        var id: TreeID
-        var ringEpoch: UInt64
-        var n: Int
-    }
+    /// A request starts as anti-entropy's do: the tree, the asker's ring epoch and n.
+    typealias Header = AntiEntropyWire.Header
 
     static func encodeCheck(_ header: Header, keys: [[UInt8]]) -> RPCMessage {
         var writer = headerWriter(header, count: keys.count)
@@ -170,20 +166,14 @@ enum TombstonePurge {
 
     private static func headerWriter(_ header: Header, count: Int) -> ByteWriter {
         var writer = ByteWriter(capacity: 64)
-        writer.writeString(header.id.table)
-        writer.writeUInt32BE(header.id.partition.rawValue)
-        writer.writeUInt64BE(header.ringEpoch)
-        writer.writeUInt8(UInt8(clamping: header.n))
+        header.write(into: &writer)
         writer.writeVarint(UInt64(count))
         return writer
     }
 
     private static func readHeader(_ reader: inout ByteReader) throws(DecodeError) -> Header {
-        let table = try reader.readString()
-        let partition = PartitionID(rawValue: try reader.readUInt32BE())
-        let epoch = try reader.readUInt64BE()
-        let n = Int(try reader.readUInt8())
-        guard (1...Limits.replicasMax).contains(n) else { throw DecodeError("n \(n) out of range") }
-        return Header(id: TreeID(table: table, partition: partition), ringEpoch: epoch, n: n)
+        let header = try Header(from: &reader)
+        guard (1...Limits.replicasMax).contains(header.n) else { throw DecodeError("n \(header.n) out of range") }
+        return header
     }
 }

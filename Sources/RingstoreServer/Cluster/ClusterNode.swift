@@ -344,7 +344,7 @@ public final class ClusterNode: Sendable {
     /// Applies a storage operation (read, compute, append) at once, then calls `done`
     /// when the appended records are durable.
     private func write(_ key: ItemKey, _ operation: StorageOperation, done: @escaping @Sendable (StorageResult) -> Void) {
-        let stripe = keyStripes[Int(UInt(bitPattern: key.storageKey.hashValue) % UInt(keyStripes.count))]
+        let stripe = stripe(of: key)
         let pending: [(StorageEngine, DurabilityTicket)]
         let result: StorageResult
         do {
@@ -359,7 +359,7 @@ public final class ClusterNode: Sendable {
                     let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, newBytes)])
                     trees.record(
                         partition: key.partition, storageKey: key.storageKey, old: mainBytes, new: newBytes,
-                        deleted: newMain.map { $0.isDeleted && !$0.values.isEmpty } ?? false, now: .now)
+                        deleted: newMain?.holdsOnlyTombstones ?? false, now: .now)
                     tickets.append((storage, ticket))
                 }
                 if case .some(let newHint) = outcome.hint {
@@ -381,11 +381,10 @@ public final class ClusterNode: Sendable {
     /// tombstone every replica holds (`TombstonePurge`). Returns whether it removed
     /// the key, once the removal is durable.
     func purgeTombstone(_ key: ItemKey, expected: UInt64) async throws -> Bool {
-        let stripe = keyStripes[Int(UInt(bitPattern: key.storageKey.hashValue) % UInt(keyStripes.count))]
-        let ticket = try stripe.lock.withLock { _ -> DurabilityTicket? in
+        let ticket = try stripe(of: key).lock.withLock { _ -> DurabilityTicket? in
             guard let bytes = try storage.get(partition: key.partition, key: key.storageKey),
                   HashTree.entryHash(storageKey: key.storageKey, value: bytes) == expected,
-                  HashTrees.holdsOnlyTombstones(bytes),
+                  StoredObject.holdsOnlyTombstones(encoded: bytes),
                   !holdsHint(for: key)
             else { return nil }
             let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, nil)])
@@ -395,6 +394,11 @@ public final class ClusterNode: Sendable {
         guard let ticket else { return false }
         try await storage.waitUntilDurable(ticket)
         return true
+    }
+
+    /// The lock that makes `key`'s read-modify-write atomic.
+    private func stripe(of key: ItemKey) -> KeyStripe {
+        keyStripes[Int(UInt(bitPattern: key.storageKey.hashValue) % UInt(keyStripes.count))]
     }
 
     /// Whether this node keeps a hint for `key` (for the tombstone purge's check).

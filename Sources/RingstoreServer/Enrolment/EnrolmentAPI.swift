@@ -244,11 +244,9 @@ final class EnrolmentAPI: Sendable {
             switch answer {
             case .counted(let members):
                 return members
-            case .unread(.applied(let value)):
-                return value?.memberCount ?? 0
-            case .unread(.refused(let reason, _)):
+            case .refused(let reason):
                 throw APIError.internalError("Reading a roster was refused: \(reason).")
-            case .unread(.failed(let failure, let message)):
+            case .failed(let failure, let message):
                 throw Self.unavailable(failure.isNotApplied ? failure : .noQuorum, message)
             }
         }

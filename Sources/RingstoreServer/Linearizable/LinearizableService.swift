@@ -18,11 +18,17 @@ public protocol LinearizableService: Sendable {
 public enum MemberCount: Sendable, Equatable {
     /// How many members the set holds (0 for an absent key or one that is not a set).
     case counted(Int)
-    /// The key could not be read; the answer says why.
-    case unread(LinearizableAnswer)
+    /// The read was refused (as `LinearizableAnswer.refused`).
+    case refused(LinearizableRefusal)
+    /// The key could not be read (as `LinearizableAnswer.failed`).
+    case failed(LinearizableFailure, message: String)
 
     init(_ answer: LinearizableAnswer) {
-        if case .applied(let value) = answer { self = .counted(value?.memberCount ?? 0) } else { self = .unread(answer) }
+        switch answer {
+        case .applied(let value): self = .counted(value?.memberCount ?? 0)
+        case .refused(let reason, _): self = .refused(reason)
+        case .failed(let failure, let message): self = .failed(failure, message: message)
+        }
     }
 }
 
