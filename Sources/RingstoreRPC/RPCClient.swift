@@ -134,7 +134,7 @@ final class RPCClientCore {
     private var pending: [UInt64: PendingCall] = [:]
     /// Calls waiting for the connect in progress, in call order.
     private var queued: [(requestID: UInt64, request: RPCMessage)] = []
-    private var deadlines = RPCDeadlineHeap()
+    private var deadlines = DeadlineHeap()
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
     private var connecting: RPCClientConnectionHandler?
@@ -183,9 +183,9 @@ final class RPCClientCore {
         let requestID = nextRequestID
         nextRequestID += 1
         pending[requestID] = PendingCall(promise: promise)
-        deadlines.push(.init(deadline: deadline, requestID: requestID))
+        deadlines.push(.init(deadline: deadline, id: requestID))
         if deadlines.count > 2 * pending.count + 256 {
-            deadlines.retain { pending[$0.requestID] != nil }
+            deadlines.retain { pending[$0.id] != nil }
         }
         armTimer(for: deadline)
         return requestID
@@ -222,9 +222,9 @@ final class RPCClientCore {
         let now = NIODeadline.now()
         while let first = deadlines.first, first.deadline <= now {
             deadlines.popFirst()
-            pending.removeValue(forKey: first.requestID)?.promise.fail(RPCError.timedOut)
+            pending.removeValue(forKey: first.id)?.promise.fail(RPCError.timedOut)
         }
-        while let first = deadlines.first, pending[first.requestID] == nil {
+        while let first = deadlines.first, pending[first.id] == nil {
             deadlines.popFirst()
         }
         if let first = deadlines.first { armTimer(for: first.deadline) }
@@ -317,7 +317,7 @@ final class RPCClientCore {
         queued = []
         let calls = pending
         pending = [:]
-        deadlines = RPCDeadlineHeap()
+        deadlines = DeadlineHeap()
         timer?.cancel()
         timer = nil
         timerDeadline = nil

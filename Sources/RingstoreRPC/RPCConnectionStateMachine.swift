@@ -156,19 +156,21 @@ package struct RPCConnectionStateMachine {
     }
 }
 
-/// Deadlines of outstanding calls, earliest first (a binary min-heap).
+/// Deadlines of outstanding work (an RPC client's calls, a node's operations),
+/// earliest first (a binary min-heap).
 ///
-/// Entries are not removed when a call completes; the client skips entries whose
-/// call is gone and compacts the heap when stale entries outnumber live ones, so one
-/// event-loop timer serves every call and a completed call costs nothing here.
-package struct RPCDeadlineHeap {
+/// Entries are not removed when their work completes; the owner skips entries whose
+/// work is gone (and may compact the heap when stale entries outnumber live ones), so
+/// one event-loop timer serves them all and completed work costs nothing here.
+package struct DeadlineHeap {
     package struct Entry: Equatable {
         package var deadline: NIODeadline
-        package var requestID: UInt64
+        /// The call's request id, or the operation's id.
+        package var id: UInt64
 
-        package init(deadline: NIODeadline, requestID: UInt64) {
+        package init(deadline: NIODeadline, id: UInt64) {
             self.deadline = deadline
-            self.requestID = requestID
+            self.id = id
         }
     }
 

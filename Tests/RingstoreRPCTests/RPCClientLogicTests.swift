@@ -105,17 +105,17 @@ struct RPCClientLogicTests {
 
     @Test func deadlineHeapPopsEarliestFirstAndCompacts() {
         // Proves the deadline heap orders by deadline and that compaction keeps exactly the live entries in order.
-        var heap = RPCDeadlineHeap()
+        var heap = DeadlineHeap()
         var generator = RPCTestGenerator(state: 13)
         let offsets = (0..<300).map { _ in Int64.random(in: 0...1_000_000, using: &generator) }
         for (index, offset) in offsets.enumerated() {
-            heap.push(.init(deadline: .uptimeNanoseconds(UInt64(offset)), requestID: UInt64(index)))
+            heap.push(.init(deadline: .uptimeNanoseconds(UInt64(offset)), id: UInt64(index)))
         }
-        heap.retain { $0.requestID % 3 != 0 }
+        heap.retain { $0.id % 3 != 0 }
         #expect(heap.count == 200)
         var previous: NIODeadline = .uptimeNanoseconds(0)
         while let entry = heap.popFirst() {
-            #expect(entry.requestID % 3 != 0)
+            #expect(entry.id % 3 != 0)
             #expect(entry.deadline >= previous)
             previous = entry.deadline
         }

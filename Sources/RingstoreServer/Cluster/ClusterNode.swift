@@ -67,6 +67,8 @@ public final class ClusterNode: Sendable {
     private let detectors = Mutex(FailureDetectors<NodeID>())
     private let started = ContinuousClock.now
     private let repeatedTasks = Mutex<[RepeatedTask]>([])
+    /// Every operation's time limit (`NodeDirective.startTimer`).
+    private let timeouts = Mutex(OperationTimeouts())
     private let observations = ClusterMetrics()
     private let ready: Atomic<Bool>
     private let left = Atomic<Bool>(false)
@@ -123,6 +125,7 @@ public final class ClusterNode: Sendable {
     /// Stops timers and peer connections. Requests still waiting are answered as unavailable.
     public func stop() async {
         for task in repeatedTasks.withLock({ $0 }) { task.cancel() }
+        timeouts.withLock { $0.stop() }
         for client in peerClients.withLock({ Array($0.values) }) { await client.shutdown() }
         let clients = pendingClients.withLock { pending in
             defer { pending.removeAll() }
@@ -290,9 +293,7 @@ public final class ClusterNode: Sendable {
                     feed { $0.storageCompleted(result, operation: operation) }
                 }
             case .startTimer(let operation, let delay):
-                engineLoop.scheduleTask(in: TimeAmount(delay)) { [self] in
-                    feed { $0.timerFired(operation) }
-                }
+                startTimeout(operation, after: delay)
             case .observe(let observation):
                 observe(observation)
             }
@@ -325,6 +326,35 @@ public final class ClusterNode: Sendable {
             }
             feed { $0.peerReplied(reply, operation: operation, from: peer) }
         }
+    }
+
+    // MARK: Timeouts
+
+    /// Records `operation`'s deadline, arming the timer if none is armed.
+    private func startTimeout(_ operation: OperationID, after delay: Duration) {
+        let deadline = NIODeadline.now() + TimeAmount(delay)
+        timeouts.withLock { timeouts in
+            guard let wake = timeouts.add(operation, deadline: deadline, resolution: timeoutResolution) else { return }
+            timeouts.timer = engineLoop.scheduleTask(deadline: wake) { [self] in expireTimeouts() }
+        }
+    }
+
+    /// How late a time limit may fire: the timer wakes at most once per this interval,
+    /// however many operations run.
+    private var timeoutResolution: TimeAmount {
+        max(.milliseconds(1), min(.milliseconds(20), TimeAmount(settings.requestTimeout / 10)))
+    }
+
+    /// Tells the engine about every operation whose deadline passed (most have long
+    /// finished, which the engine ignores), then re-arms for the next one.
+    private func expireTimeouts() {
+        let due = timeouts.withLock { timeouts -> [OperationID] in
+            let (due, wake) = timeouts.takeDue(at: .now(), resolution: timeoutResolution)
+            timeouts.timer = wake.map { engineLoop.scheduleTask(deadline: $0) { [self] in expireTimeouts() } }
+            return due
+        }
+        guard !due.isEmpty else { return }
+        feed { engine in due.flatMap { engine.timerFired($0) } }
     }
 
     // MARK: Storage
@@ -491,6 +521,49 @@ public final class ClusterNode: Sendable {
             logger.warning("key has many siblings", metadata: ["key": "\(key)", "siblings": "\(count)"])
         case .forwarded: observations.forwarded.increment()
         }
+    }
+}
+
+/// The deadlines of a node's operations and the one timer that serves them. Every
+/// operation's time limit goes into one heap, and the timer wakes at most once per
+/// `resolution` however many operations run (a scheduled task per operation cost
+/// the engine loop a tenth of its time in NIO's timer heap).
+struct OperationTimeouts {
+    private var heap = DeadlineHeap()
+    /// The armed wake-up, if any.
+    var timer: Scheduled<Void>?
+    private(set) var stopped = false
+
+    var count: Int { heap.count }
+
+    /// Records a deadline. Returns when the timer must wake, if none is armed (the
+    /// caller arms it and stores it in `timer`).
+    mutating func add(_ operation: OperationID, deadline: NIODeadline, resolution: TimeAmount) -> NIODeadline? {
+        guard !stopped else { return nil }
+        heap.push(.init(deadline: deadline, id: operation.rawValue))
+        return timer == nil ? deadline + resolution : nil
+    }
+
+    /// Takes the operations whose deadline is at or before `now`, and says when the
+    /// timer must wake next: at the next deadline but not before `now + resolution`,
+    /// or never if none is left. The caller stores the new timer in `timer`.
+    mutating func takeDue(at now: NIODeadline, resolution: TimeAmount) -> (due: [OperationID], wake: NIODeadline?) {
+        timer = nil
+        var due: [OperationID] = []
+        while let first = heap.first, first.deadline <= now {
+            heap.popFirst()
+            due.append(OperationID(rawValue: first.id))
+        }
+        guard !stopped, let first = heap.first else { return (due, nil) }
+        return (due, max(first.deadline, now + resolution))
+    }
+
+    /// Cancels the timer and forgets every deadline; nothing is armed again.
+    mutating func stop() {
+        timer?.cancel()
+        timer = nil
+        heap = DeadlineHeap()
+        stopped = true
     }
 }
 
