@@ -50,13 +50,13 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 
-# The writer: RATE puts per second (open loop, spread over 16 threads), each retried on
+# The writer: RATE puts per second (open loop, spread over 64 threads, so that slow replies do not lower the rate), each retried on
 # the other ring server; counts requests that failed beyond their retries.
 python3 - "$rate" "${rs_http[@]}" >"$work/writer.json" 2>"$work/writer.err" <<'PY' &
 import http.client, json, sys, threading, time
 rate = int(sys.argv[1]); ports = [int(p) for p in sys.argv[2:]]
 stop_file = "/tmp/ringstore-scale-out-stop"
-threads = 16
+threads = 64
 latencies, errors, done = [], [], [0]
 lock = threading.Lock()
 def worker(index):

@@ -31,9 +31,13 @@ enum DurabilityWaiter: Sendable {
     }
 }
 
-/// Proof of writes made with `StorageEngine.writeWithoutWaiting`, to wait on.
-public struct DurabilityTicket: Sendable, Equatable {
+/// Proof of writes made with `StorageEngine.writeWithoutWaiting`, to wait on. Tickets
+/// of one engine are ordered: once a ticket is durable, so is every earlier one, so a
+/// batch of writes waits on its latest ticket alone.
+public struct DurabilityTicket: Sendable, Comparable {
     let sequence: UInt64
+
+    public static func < (lhs: DurabilityTicket, rhs: DurabilityTicket) -> Bool { lhs.sequence < rhs.sequence }
 }
 
 /// One of the locks that serialise `update` calls on keys hashing to it.

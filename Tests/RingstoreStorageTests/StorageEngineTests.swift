@@ -264,6 +264,29 @@ struct StorageEngineTests {
         await reopened.close()
     }
 
+    // Proves that tickets follow the order of the writes, and that once the latest of a
+    // batch is durable every earlier write of the batch is too (a page waits on its last).
+    @Test func laterTicketCoversEarlierWrites() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let engine = try StorageEngine(directory: folder.path, options: StorageOptions(durability: .always), logger: quietLogger)
+        let tickets = try (0..<50).map { index in try engine.writeWithoutWaiting([(p0, bytes("k\(index)"), bytes("\(index)"))]) }
+        #expect(zip(tickets, tickets.dropFirst()).allSatisfy { $0 < $1 })
+        let syncsBefore = engine.statistics.syncs
+        try await engine.waitUntilDurable(tickets.max()!)
+        let syncsAfter = engine.statistics.syncs
+        #expect(syncsAfter > syncsBefore)
+        for ticket in tickets {
+            // Already durable: answered at once, with no further fsync.
+            let failure: StorageError? = await withCheckedContinuation { continuation in
+                engine.whenDurable(ticket) { continuation.resume(returning: $0) }
+            }
+            #expect(failure == nil)
+        }
+        #expect(engine.statistics.syncs == syncsAfter)
+        await engine.close()
+    }
+
     // Proves that a second process (or engine) cannot open a data folder in use.
     @Test func dataFolderIsLocked() async throws {
         let folder = TemporaryDirectory()

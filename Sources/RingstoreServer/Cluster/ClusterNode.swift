@@ -69,6 +69,8 @@ public final class ClusterNode: Sendable {
     private let repeatedTasks = Mutex<[RepeatedTask]>([])
     /// Every operation's time limit (`NodeDirective.startTimer`).
     private let timeouts = Mutex(OperationTimeouts())
+    /// Where pages of versions merge, one at a time (`merge(page:)`).
+    private let mergeThread = NIOThreadPool(numberOfThreads: 1)
     private let observations = ClusterMetrics()
     private let ready: Atomic<Bool>
     private let left = Atomic<Bool>(false)
@@ -108,6 +110,8 @@ public final class ClusterNode: Sendable {
 
     /// Loads the hints on disk, builds the Merkle trees, and starts pings and hand-off.
     public func start() {
+        mergeThread.start()
+        mergeThread.submit { _ in Self.lowerThisThreadsPriority() }
         feed { $0.recoverHints(self.recoveredHints()) }
         trees.rebuild(from: storage, now: .now)
         let loop = engineLoop
@@ -126,6 +130,7 @@ public final class ClusterNode: Sendable {
     public func stop() async {
         for task in repeatedTasks.withLock({ $0 }) { task.cancel() }
         timeouts.withLock { $0.stop() }
+        try? await mergeThread.shutdownGracefully()
         for client in peerClients.withLock({ Array($0.values) }) { await client.shutdown() }
         let clients = pendingClients.withLock { pending in
             defer { pending.removeAll() }
@@ -217,17 +222,39 @@ public final class ClusterNode: Sendable {
     /// The connection to a member, if it is one.
     func client(for peer: NodeID) -> RPCClient? { peerClients.withLock { $0[peer] } }
 
-    /// Merges a page of versions at once: every record is appended before any is
-    /// awaited, so the whole page shares the group commit's fsyncs. Returns once all
-    /// are durable; throws the first failure.
+    /// Merges a page of versions (a partition transfer's, anti-entropy's): every record
+    /// is appended, on the merge thread, before any is awaited, and the page then waits
+    /// once, for the latest append of each storage engine, so it shares the group
+    /// commit's fsyncs. Returns once all are durable; throws the first failure.
+    ///
+    /// Pages merge one at a time on their own thread: many transfers merging at once
+    /// on the concurrency pool's threads kept handing the storage engine's lock from
+    /// thread to thread, each handoff a trip through the scheduler, and left the
+    /// receiving node mostly idle (docs/decisions/0012-one-merge-thread.md).
     func merge(page: [(ItemKey, StoredObject)]) async throws {
-        try await awaitAll(page.count) { index, done in
-            let (key, object) = page[index]
-            write(key, .merge(object)) { result in
-                if case .failed(let failure) = result { return done(failure) }
-                done(nil)
+        let latest = try await mergeThread.runIfActive { [self] in
+            var latest: (main: DurabilityTicket?, hint: DurabilityTicket?) = (nil, nil)
+            for (key, object) in page {
+                let pending: [(StorageEngine, DurabilityTicket)]
+                let result: StorageResult
+                do {
+                    (pending, result) = try apply(key, .merge(object))
+                } catch {
+                    throw Self.failure(error)
+                }
+                if case .failed(let failure) = result { throw failure }
+                for (engine, ticket) in pending {
+                    if engine === storage {
+                        latest.main = max(latest.main ?? ticket, ticket)
+                    } else {
+                        latest.hint = max(latest.hint ?? ticket, ticket)
+                    }
+                }
             }
+            return latest
         }
+        if let ticket = latest.main { try await storage.waitUntilDurable(ticket) }
+        if let ticket = latest.hint { try await hintStorage.waitUntilDurable(ticket) }
     }
 
     /// Sends `message` to every peer and returns the replies of those that answered.
@@ -374,35 +401,40 @@ public final class ClusterNode: Sendable {
     /// Applies a storage operation (read, compute, append) at once, then calls `done`
     /// when the appended records are durable.
     private func write(_ key: ItemKey, _ operation: StorageOperation, done: @escaping @Sendable (StorageResult) -> Void) {
-        let stripe = stripe(of: key)
         let pending: [(StorageEngine, DurabilityTicket)]
         let result: StorageResult
         do {
-            (pending, result) = try stripe.lock.withLock { _ -> ([(StorageEngine, DurabilityTicket)], StorageResult) in
-                let mainBytes = try readReplacingCorruption(key)
-                let main = try mainBytes.map(StoredObject.decodeObject)
-                let hint = try hintStorage.get(partition: key.partition, key: hintKey(key)).map(HintRecord.decode)
-                let outcome = ReplicaStore.apply(operation, main: main, hint: hint)
-                var tickets: [(StorageEngine, DurabilityTicket)] = []
-                if case .some(let newMain) = outcome.main {
-                    let newBytes = newMain.map(StoredObject.encodeObject)
-                    let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, newBytes)])
-                    trees.record(
-                        partition: key.partition, storageKey: key.storageKey, old: mainBytes, new: newBytes,
-                        deleted: newMain?.holdsOnlyTombstones ?? false, now: .now)
-                    tickets.append((storage, ticket))
-                }
-                if case .some(let newHint) = outcome.hint {
-                    let ticket = try hintStorage.writeWithoutWaiting([(key.partition, hintKey(key), newHint.map(HintRecord.encode))])
-                    tickets.append((hintStorage, ticket))
-                }
-                return (tickets, outcome.result)
-            }
+            (pending, result) = try apply(key, operation)
         } catch {
             return done(.failed(Self.failure(error)))
         }
         Self.whenAllDurable(pending[...]) { failure in
             done(failure.map { .failed(Self.failure($0)) } ?? result)
+        }
+    }
+
+    /// Reads, computes and appends under the key's stripe lock: the operation's result,
+    /// and the appends it made, to wait on before the result counts.
+    private func apply(_ key: ItemKey, _ operation: StorageOperation) throws -> (pending: [(StorageEngine, DurabilityTicket)], result: StorageResult) {
+        try stripe(of: key).lock.withLock { _ -> ([(StorageEngine, DurabilityTicket)], StorageResult) in
+            let mainBytes = try readReplacingCorruption(key)
+            let main = try mainBytes.map(StoredObject.decodeObject)
+            let hint = try hintStorage.get(partition: key.partition, key: hintKey(key)).map(HintRecord.decode)
+            let outcome = ReplicaStore.apply(operation, main: main, hint: hint)
+            var tickets: [(StorageEngine, DurabilityTicket)] = []
+            if case .some(let newMain) = outcome.main {
+                let newBytes = newMain.map(StoredObject.encodeObject)
+                let ticket = try storage.writeWithoutWaiting([(key.partition, key.storageKey, newBytes)])
+                trees.record(
+                    partition: key.partition, storageKey: key.storageKey, old: mainBytes, new: newBytes,
+                    deleted: newMain?.holdsOnlyTombstones ?? false, now: .now)
+                tickets.append((storage, ticket))
+            }
+            if case .some(let newHint) = outcome.hint {
+                let ticket = try hintStorage.writeWithoutWaiting([(key.partition, hintKey(key), newHint.map(HintRecord.encode))])
+                tickets.append((hintStorage, ticket))
+            }
+            return (tickets, outcome.result)
         }
     }
 
@@ -424,6 +456,15 @@ public final class ClusterNode: Sendable {
         guard let ticket else { return false }
         try await storage.waitUntilDurable(ticket)
         return true
+    }
+
+    /// Lowers the calling thread's scheduling priority (nice 10), so that merging
+    /// pages yields the cores to client requests and takes the time they leave.
+    private static func lowerThisThreadsPriority() {
+        #if os(Linux)
+        // On Linux the nice value belongs to the thread, and 0 names the caller.
+        _ = setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        #endif
     }
 
     /// The lock that makes `key`'s read-modify-write atomic.
