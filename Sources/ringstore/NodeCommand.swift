@@ -114,6 +114,8 @@ struct NodeCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
+        let memory = ProcessMemory.manage()
+        defer { memory.cancel() }
         if let eventLoopThreads { NIOSingletons.groupLoopCountSuggestion = eventLoopThreads }
         let logger = LogSetup.bootstrap(label: "ringstore.node", level: Logger.Level(rawValue: logLevel)!)
         let (host, port) = HostPort.parse(http)!
