@@ -30,7 +30,9 @@ final class NodeProcesses: @unchecked Sendable {
     static func cluster(_ count: Int, extra: [String] = []) async throws -> NodeProcesses {
         let processes = NodeProcesses(folder: try temporaryFolder())
         do {
-            let httpPorts = try freePorts(count), rpcPorts = try freePorts(count)
+            // One call, so that no HTTP port is handed out again as an RPC port.
+            let ports = try freePorts(2 * count)
+            let httpPorts = Array(ports[..<count]), rpcPorts = Array(ports[count...])
             let ids = (1...count).map { "n\($0)" }
             let peers = zip(ids, rpcPorts).map { "\($0)=127.0.0.1:\($1)" }.joined(separator: ",")
             for (index, id) in ids.enumerated() {
