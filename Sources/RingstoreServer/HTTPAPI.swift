@@ -1,8 +1,9 @@
 import Foundation
 public import Hummingbird
-import HTTPTypes
+public import HTTPTypes
+import HummingbirdCore
 public import Logging
-import NIOCore
+public import NIOCore
 public import Prometheus
 import RingstoreCore
 import RingstoreStorage
@@ -64,17 +65,26 @@ public struct NodeHTTPAPI: HTTPResponder {
         let response: Response
         do {
             response = try await dispatch(request, route: &route)
-        } catch let error as APIError {
-            response = Self.errorResponse(error)
-        } catch let error as StorageError {
-            response = Self.errorResponse(Self.apiError(for: error))
-            if case .corruptRecord = error {} else { logger.error("storage error", metadata: ["error": "\(error)"]) }
         } catch {
-            logger.error("unexpected error", metadata: ["error": "\(error)", "path": "\(request.uri.path)"])
-            response = Self.errorResponse(.internalError("The server failed to handle the request: \(error)"))
+            response = errorReply(error, path: request.uri.path).response
         }
         metrics.record(route: route, method: request.method.rawValue, status: response.status.code, duration: ContinuousClock.now - started)
         return response
+    }
+
+    /// The JSON error a failed request answers: its own for an `APIError`, a mapped
+    /// one for a storage failure, a 500 (logged) for anything else.
+    func errorReply(_ error: any Error, path: String) -> HTTPReply {
+        switch error {
+        case let error as APIError:
+            return Self.errorReply(error)
+        case let error as StorageError:
+            if case .corruptRecord = error {} else { logger.error("storage error", metadata: ["error": "\(error)"]) }
+            return Self.errorReply(Self.apiError(for: error))
+        default:
+            logger.error("unexpected error", metadata: ["error": "\(error)", "path": "\(path)"])
+            return Self.errorReply(.internalError("The server failed to handle the request: \(error)"))
+        }
     }
 
     // MARK: Routing
@@ -167,51 +177,88 @@ public struct NodeHTTPAPI: HTTPResponder {
         }
     }
 
+    /// A key route of an eventual table through the responder: a HEAD, and requests
+    /// the fast path leaves here (a body announced as too large, a server built
+    /// without the fast path, tests of the router alone).
     private func keyValue(_ request: Request, table: TableDefinition, rawKey: String) async throws -> Response {
-        let key = try Self.decodeKey(rawKey)
-        let context = try Self.context(from: request)
-        switch request.method {
-        case .get:
-            let r = try Self.quorum("r", request, table: table)
-            return try await read(table: table, key: key, r: r)
-        case .head:
-            // A GET's status and headers without its body (curl -I, caches).
-            let r = try Self.quorum("r", request, table: table)
-            let full = try await read(table: table, key: key, r: r)
-            return Response(status: full.status, headers: full.headers)
-        case .put:
-            let w = try Self.quorum("w", request, table: table)
-            var request = request
-            let value = try await collectValue(&request)
-            let contentType = request.headers[.contentType] ?? Self.defaultContentType
-            do { try Validation.checkContentType(contentType) } catch { throw APIError(error) }
-            let newContext = try await service.put(
-                table: table, key: key, sibling: Sibling(contentType: contentType, data: value), context: context, w: w)
-            return Self.noContent(context: newContext)
-        case .delete:
-            let w = try Self.quorum("w", request, table: table)
-            let newContext = try await service.delete(table: table, key: key, context: context, w: w)
-            return Self.noContent(context: newContext)
-        default:
-            throw APIError.internalError("internal inconsistency in routing: \(request.method) reached the key-value handler")
+        _ = try Self.decodeKey(rawKey)
+        var request = request
+        let body = request.method == .put ? ByteBuffer(bytes: try await collectValue(&request)) : nil
+        let method = request.method == .head ? .get : request.method
+        let reply = await withCheckedContinuation { continuation in
+            serveKeyValue(method: method, uri: request.uri, headers: request.headers, table: table, rawKey: rawKey, body: body) {
+                continuation.resume(returning: $0)
+            }
+        }
+        // A HEAD answers a GET's status and headers without its body (curl -I, caches).
+        if request.method == .head { return Response(status: reply.status, headers: reply.headers) }
+        return reply.response
+    }
+
+    /// Serves a GET, PUT or DELETE of an eventual table's key and answers through
+    /// `done` (once, on any thread). The fast path calls it on an event loop, so
+    /// nothing here waits: the key-value service answers through a callback too.
+    func serveKeyValue(
+        method: HTTPRequest.Method, uri: URI, headers: HTTPFields, table: TableDefinition, rawKey: String, body: ByteBuffer?,
+        done: @escaping @Sendable (HTTPReply) -> Void
+    ) {
+        let path = uri.path
+        let fail: @Sendable (any Error) -> Void = { [self] error in done(errorReply(error, path: path)) }
+        do {
+            let key = try Self.decodeKey(rawKey)
+            let context = try Self.context(from: headers)
+            switch method {
+            case .get:
+                let r = try Self.quorum("r", uri, table: table)
+                service.get(table: table, key: key, r: r) { result in
+                    switch result {
+                    case .success(let found): done(Self.readReply(table: table, key: key, found))
+                    case .failure(let error): fail(error)
+                    }
+                }
+            case .put:
+                let w = try Self.quorum("w", uri, table: table)
+                let value = body.map { Array($0.readableBytesView) } ?? []
+                guard value.count <= maxValueBytes else { throw APIError(InputError.valueTooLarge(bytes: value.count, max: maxValueBytes)) }
+                let contentType = headers[.contentType] ?? Self.defaultContentType
+                do { try Validation.checkContentType(contentType) } catch { throw APIError(error) }
+                service.put(table: table, key: key, sibling: Sibling(contentType: contentType, data: value), context: context, w: w) { result in
+                    switch result {
+                    case .success(let context): done(Self.noContentReply(context: context))
+                    case .failure(let error): fail(error)
+                    }
+                }
+            case .delete:
+                let w = try Self.quorum("w", uri, table: table)
+                service.delete(table: table, key: key, context: context, w: w) { result in
+                    switch result {
+                    case .success(let context): done(Self.noContentReply(context: context))
+                    case .failure(let error): fail(error)
+                    }
+                }
+            default:
+                throw APIError.internalError("internal inconsistency in routing: \(method) reached the key-value handler")
+            }
+        } catch {
+            fail(error)
         }
     }
 
-    private func read(table: TableDefinition, key: [UInt8], r: Int?) async throws -> Response {
-        switch try await service.get(table: table, key: key, r: r) {
+    static func readReply(table: TableDefinition, key: [UInt8], _ found: ReadResult) -> HTTPReply {
+        switch found {
         case .notFound(let context):
-            var response = Self.errorResponse(APIError(.notFound, code: "key_not_found", message: "The key has no value in table '\(table.name)'."))
-            if let context { response.headers[Self.contextHeader] = Self.encodeContext(context) }
-            return response
+            var reply = errorReply(APIError(.notFound, code: "key_not_found", message: "The key has no value in table '\(table.name)'."))
+            if let context { reply.headers[contextHeader] = encodeContext(context) }
+            return reply
         case .found(let object):
             let siblings = object.values
             if siblings.count == 1, let only = siblings.first, !only.isTombstone {
                 var headers = HTTPFields()
                 headers[.contentType] = only.contentType
-                headers[Self.contextHeader] = Self.encodeContext(object.context)
-                return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: only.data)))
+                headers[contextHeader] = encodeContext(object.context)
+                return HTTPReply(status: .ok, headers: headers, body: ByteBuffer(bytes: only.data))
             }
-            return Self.siblingsResponse(table: table.name, key: key, object: object)
+            return siblingsReply(table: table.name, key: key, object: object)
         }
     }
 
@@ -281,33 +328,41 @@ public struct NodeHTTPAPI: HTTPResponder {
     }
 
     static func errorResponse(_ error: APIError) -> Response {
-        var response = jsonResponse(error.status, error.body)
-        for field in error.headers { response.headers.append(field) }
-        return response
+        errorReply(error).response
+    }
+
+    static func errorReply(_ error: APIError) -> HTTPReply {
+        var reply = jsonReply(error.status, error.body)
+        for field in error.headers { reply.headers.append(field) }
+        return reply
     }
 
     static func jsonResponse(_ status: HTTPResponse.Status, _ json: String) -> Response {
+        jsonReply(status, json).response
+    }
+
+    static func jsonReply(_ status: HTTPResponse.Status, _ json: String) -> HTTPReply {
         var headers = HTTPFields()
         headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: json)))
+        return HTTPReply(status: status, headers: headers, body: ByteBuffer(string: json))
     }
 
-    static func noContent(context: VersionVector) -> Response {
+    static func noContentReply(context: VersionVector) -> HTTPReply {
         var headers = HTTPFields()
         headers[contextHeader] = encodeContext(context)
-        return Response(status: .noContent, headers: headers)
+        return HTTPReply(status: .noContent, headers: headers, body: nil)
     }
 
-    static func siblingsResponse(table: String, key: [UInt8], object: StoredObject) -> Response {
+    static func siblingsReply(table: String, key: [UInt8], object: StoredObject) -> HTTPReply {
         let context = encodeContext(object.context)
         let siblings = object.values.map { sibling in
             "{\"content_type\":\(JSONText.quote(sibling.contentType)),\"value_base64\":\"\(Data(sibling.data).base64EncodedString())\",\"deleted\":\(sibling.isTombstone)}"
         }
         let keyText = String(decoding: key, as: UTF8.self)
         let json = "{\"table\":\(JSONText.quote(table)),\"key\":\(JSONText.quote(keyText)),\"context\":\"\(context)\",\"siblings\":[\(siblings.joined(separator: ","))]}"
-        var response = jsonResponse(.multipleChoices, json)
-        response.headers[contextHeader] = context
-        return response
+        var reply = jsonReply(.multipleChoices, json)
+        reply.headers[contextHeader] = context
+        return reply
     }
 
     static func tableJSON(_ table: TableDefinition) -> String {
@@ -329,14 +384,14 @@ public struct NodeHTTPAPI: HTTPResponder {
         Data(context.encode()).base64EncodedString()
     }
 
-    static func context(from request: Request) throws(APIError) -> VersionVector? {
-        guard let text = request.headers[contextHeader], !text.isEmpty else { return nil }
+    static func context(from headers: HTTPFields) throws(APIError) -> VersionVector? {
+        guard let text = headers[contextHeader], !text.isEmpty else { return nil }
         guard let data = Data(base64Encoded: text) else { throw .invalidContext("not base64") }
         do { return try VersionVector(decoding: Array(data)) } catch { throw .invalidContext(error.reason) }
     }
 
-    static func quorum(_ name: String, _ request: Request, table: TableDefinition) throws(APIError) -> Int? {
-        guard let text = request.uri.queryParameters[Substring(name)] else { return nil }
+    static func quorum(_ name: String, _ uri: URI, table: TableDefinition) throws(APIError) -> Int? {
+        guard let text = uri.queryParameters[Substring(name)] else { return nil }
         guard let value = Int(text), (1...table.n).contains(value) else { throw .invalidQuorum(name, String(text), n: table.n) }
         return value
     }
@@ -352,5 +407,24 @@ public struct NodeHTTPAPI: HTTPResponder {
         case .io, .locked, .failed, .recordTooLarge:
             APIError(.internalServerError, code: "storage_error", message: "The storage engine failed: \(error).")
         }
+    }
+}
+
+/// A response as plain parts: what the fast path writes itself, and what the
+/// responder turns into a Hummingbird `Response`.
+public struct HTTPReply: Sendable {
+    public var status: HTTPResponse.Status
+    public var headers: HTTPFields
+    public var body: ByteBuffer?
+
+    public init(status: HTTPResponse.Status, headers: HTTPFields = [:], body: ByteBuffer? = nil) {
+        self.status = status
+        self.headers = headers
+        self.body = body
+    }
+
+    public var response: Response {
+        guard let body else { return Response(status: status, headers: headers) }
+        return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: body))
     }
 }

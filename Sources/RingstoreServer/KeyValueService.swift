@@ -23,6 +23,30 @@ public protocol KeyValueService: Sendable {
     func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector
     /// Removes every key of a table that is being dropped.
     func removeAllKeys(of table: String) async throws
+
+    /// The same reads and writes answering through a callback, for the HTTP fast path
+    /// (`KeyValueFastPath`), which runs on an event loop and has no task to wait in.
+    /// `done` is called once, on any thread.
+    func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void)
+    func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void)
+    func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void)
+}
+
+extension KeyValueService {
+    /// Runs the asynchronous read in a task: for services without a cheaper way.
+    public func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void) {
+        Task { do { done(.success(try await get(table: table, key: key, r: r))) } catch { done(.failure(error)) } }
+    }
+
+    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
+        Task {
+            do { done(.success(try await put(table: table, key: key, sibling: sibling, context: context, w: w))) } catch { done(.failure(error)) }
+        }
+    }
+
+    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
+        Task { do { done(.success(try await delete(table: table, key: key, context: context, w: w))) } catch { done(.failure(error)) } }
+    }
 }
 
 /// The eventual data path of a cluster of one: every key lives on this node (N=1),
@@ -41,6 +65,22 @@ public final class LocalKeyValueService: KeyValueService {
     }
 
     public func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
+        try read(table: table, key: key)
+    }
+
+    public func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void) {
+        done(Result { try read(table: table, key: key) })
+    }
+
+    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
+        write(table: table, key: key, sibling: sibling, context: context, done: done)
+    }
+
+    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
+        write(table: table, key: key, sibling: .tombstone, context: context, done: done)
+    }
+
+    private func read(table: TableDefinition, key: [UInt8]) throws -> ReadResult {
         let partition = partitioning.partition(table: table.name, key: key)
         guard let bytes = try storage.get(partition: partition, key: StorageKeyCodec.encode(table: table.name, key: key)) else {
             return .notFound(context: nil)
@@ -66,9 +106,19 @@ public final class LocalKeyValueService: KeyValueService {
     /// With one replica, an object that holds only tombstones is purged at once:
     /// every replica (this one) has the tombstone.
     private func write(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?) async throws -> VersionVector {
+        try await withCheckedThrowingContinuation { continuation in
+            write(table: table, key: key, sibling: sibling, context: context) { continuation.resume(with: $0) }
+        }
+    }
+
+    private func write(
+        table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?,
+        done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void
+    ) {
         let partition = partitioning.partition(table: table.name, key: key)
         let actor = self.actor
-        let updated: StoredObject = try await storage.update(partition: partition, key: StorageKeyCodec.encode(table: table.name, key: key)) { current in
+        let logger = self.logger
+        storage.update(partition: partition, key: StorageKeyCodec.encode(table: table.name, key: key), { current in
             let existing = try current.map(Self.decode) ?? StoredObject()
             let updated = existing.update(with: .fresh(sibling, context: context), actor: actor)
             guard updated.siblingCount <= Limits.siblingsMax else {
@@ -76,12 +126,15 @@ public final class LocalKeyValueService: KeyValueService {
             }
             if updated.isDeleted && table.n == 1 { return (.delete, updated) }
             return (.put(StoredObject.encodeObject(updated)), updated)
-        }
-        if updated.siblingCount > Limits.siblingsWarn {
-            ServerMetrics.siblingsOverWarning.increment()
-            logger.warning("key has many siblings", metadata: ["table": "\(table.name)", "siblings": "\(updated.siblingCount)"])
-        }
-        return updated.context
+        }, done: { (result: Result<StoredObject, any Error>) in
+            done(result.map { updated in
+                if updated.siblingCount > Limits.siblingsWarn {
+                    ServerMetrics.siblingsOverWarning.increment()
+                    logger.warning("key has many siblings", metadata: ["table": "\(table.name)", "siblings": "\(updated.siblingCount)"])
+                }
+                return updated.context
+            })
+        })
     }
 
     static func decode(_ bytes: [UInt8]) throws -> StoredObject {

@@ -196,6 +196,7 @@ public enum NodeServer {
         let boundRPCPort = rpcPort
         let app = Application(
             responder: api,
+            server: .http1(fastPath: api, logger: logger),
             configuration: ApplicationConfiguration(address: .hostname(configuration.httpHost, port: configuration.httpPort), serverName: nil),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? configuration.httpPort, boundRPCPort) },
             logger: logger)

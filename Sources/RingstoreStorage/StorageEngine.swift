@@ -222,8 +222,37 @@ public final class StorageEngine: Sendable {
         partition: PartitionID, key: [UInt8],
         _ decide: ([UInt8]?) throws -> (StorageUpdate, Result)
     ) async throws -> Result {
+        let (sequence, result) = try applyUpdate(partition: partition, key: key, decide)
+        if let sequence { try await waitUntilDurable(sequence) }
+        return result
+    }
+
+    /// The same read-modify-write, answering through `done` once the durability
+    /// policy is met (on the thread that syncs the log, or on the caller's when
+    /// nothing had to be written or the write failed).
+    public func update<Result: Sendable>(
+        partition: PartitionID, key: [UInt8],
+        _ decide: ([UInt8]?) throws -> (StorageUpdate, Result),
+        done: @escaping @Sendable (Swift.Result<Result, any Error>) -> Void
+    ) {
+        let sequence: UInt64?
+        let result: Result
+        do { (sequence, result) = try applyUpdate(partition: partition, key: key, decide) } catch {
+            done(.failure(error))
+            return
+        }
+        guard let sequence else { return done(.success(result)) }
+        whenDurable(DurabilityTicket(sequence: sequence)) { error in
+            if let error { done(.failure(error)) } else { done(.success(result)) }
+        }
+    }
+
+    private func applyUpdate<Result>(
+        partition: PartitionID, key: [UInt8],
+        _ decide: ([UInt8]?) throws -> (StorageUpdate, Result)
+    ) throws -> (UInt64?, Result) {
         let stripe = updateStripes[Int(UInt(bitPattern: key.hashValue) % UInt(updateStripes.count))]
-        let (sequence, result): (UInt64?, Result) = try stripe.lock.withLock { _ in
+        return try stripe.lock.withLock { _ in
             let (decision, result) = try decide(try get(partition: partition, key: key))
             switch decision {
             case .keep:
@@ -236,8 +265,6 @@ public final class StorageEngine: Sendable {
                 return (try append(.tombstone, partition: partition.rawValue, key: key, value: []), result)
             }
         }
-        if let sequence { try await waitUntilDurable(sequence) }
-        return result
     }
 
     /// Appends several changes without waiting for durability; pass the returned
@@ -359,9 +386,11 @@ public final class StorageEngine: Sendable {
     /// forgotten, such as a CASPaxos acceptor's promises).
     public func whenDurable(_ ticket: DurabilityTicket, force: Bool = false, _ done: @escaping @Sendable (StorageError?) -> Void) {
         switch options.durability {
-        case .never, .interval where !force:
-            done(nil)
-        case .always, .interval, .never:
+        case .never, .interval:
+            if !force { return done(nil) }
+            guard ticket.sequence > 0 else { return done(nil) }
+            register(.callback(done), for: ticket.sequence)
+        case .always:
             guard ticket.sequence > 0 else { return done(nil) }
             register(.callback(done), for: ticket.sequence)
         }

@@ -9,7 +9,17 @@ import RingstoreServer
 import RingstoreStorage
 import Testing
 
-/// A node assembled on a temporary folder, driven through Hummingbird's router test client.
+/// How a test reaches the API: the responder alone, through Hummingbird's router test
+/// client, or a live server whose fast path serves the key routes of eventual tables.
+enum HTTPMode: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case responder
+    case fastPath
+
+    var setup: TestingSetup { self == .responder ? .router : .live }
+    var testDescription: String { rawValue }
+}
+
+/// A node assembled on a temporary folder, with its HTTP server (fast path included).
 struct NodeFixture {
     let folder: String
     let parts: NodeServer.Parts
@@ -20,7 +30,9 @@ struct NodeFixture {
         let logger = Logger(label: "test") { _ in SwiftLogNoOpLogHandler() }
         let parts = try await NodeServer.assemble(
             NodeConfiguration(dataDirectory: folder, maxValueBytes: maxValueBytes, durability: .never), registry: nil, logger: logger)
-        return NodeFixture(folder: folder, parts: parts, app: Application(responder: parts.api, logger: logger))
+        return NodeFixture(folder: folder, parts: parts, app: Application(
+            responder: parts.api, server: .http1(fastPath: parts.api, logger: logger),
+            configuration: ApplicationConfiguration(address: .hostname("127.0.0.1", port: 0)), logger: logger))
     }
 
     func close() async {
@@ -52,10 +64,10 @@ func snapshot(_ client: some TestClientProtocol) async throws -> String {
 @Suite("HTTP API")
 struct HTTPAPITests {
     // Proves the round trip of a value with its content type, and the context a write returns.
-    @Test func putThenGetKeepsContentType() async throws {
+    @Test(arguments: HTTPMode.allCases) func putThenGetKeepsContentType(mode: HTTPMode) async throws {
         let node = try await NodeFixture.make()
         defer { Task { await node.close() } }
-        try await node.app.test(.router) { client in
+        try await node.app.test(mode.setup) { client in
             let put = try await client.execute(uri: "/v1/kv/default/alpha", method: .put, headers: [.contentType: "text/x-test"], body: body("one"))
             #expect(put.status == .noContent)
             #expect(put.headers[contextHeader] != nil)
@@ -69,10 +81,10 @@ struct HTTPAPITests {
     }
 
     // Proves Dynamo's versioning over HTTP: writes without context become siblings, a write with the context resolves them.
-    @Test func siblingsAndResolution() async throws {
+    @Test(arguments: HTTPMode.allCases) func siblingsAndResolution(mode: HTTPMode) async throws {
         let node = try await NodeFixture.make()
         defer { Task { await node.close() } }
-        try await node.app.test(.router) { client in
+        try await node.app.test(mode.setup) { client in
             _ = try await client.execute(uri: "/v1/kv/default/k", method: .put, body: body("a"))
             _ = try await client.execute(uri: "/v1/kv/default/k", method: .put, body: body("b"))
             let conflict = try await client.execute(uri: "/v1/kv/default/k", method: .get)
@@ -92,10 +104,10 @@ struct HTTPAPITests {
     }
 
     // Proves that a delete hides the key and that a key can be written again after it.
-    @Test func deleteThenPut() async throws {
+    @Test(arguments: HTTPMode.allCases) func deleteThenPut(mode: HTTPMode) async throws {
         let node = try await NodeFixture.make()
         defer { Task { await node.close() } }
-        try await node.app.test(.router) { client in
+        try await node.app.test(mode.setup) { client in
             let put = try await client.execute(uri: "/v1/kv/default/d", method: .put, body: body("x"))
             let delete = try await client.execute(uri: "/v1/kv/default/d", method: .delete, headers: [contextHeader: put.headers[contextHeader]!])
             #expect(delete.status == .noContent)
@@ -106,10 +118,10 @@ struct HTTPAPITests {
     }
 
     // Proves the table routes: create, confirm, conflict, list, and that dropping a table drops its keys.
-    @Test func tableLifecycle() async throws {
+    @Test(arguments: HTTPMode.allCases) func tableLifecycle(mode: HTTPMode) async throws {
         let node = try await NodeFixture.make()
         defer { Task { await node.close() } }
-        try await node.app.test(.router) { client in
+        try await node.app.test(mode.setup) { client in
             #expect(try await client.execute(uri: "/v1/tables/seats", method: .put, body: body("{}")).status == .created)
             #expect(try await client.execute(uri: "/v1/tables/seats", method: .put, body: body("{}")).status == .ok)
             #expect(try await client.execute(uri: "/v1/tables/seats", method: .put, body: body("{\"consistency\":\"linearizable\"}")).status == .conflict)
@@ -153,10 +165,10 @@ struct HTTPAPITests {
     ]
 
     // Proves that every kind of bad input gets its 4xx with a JSON error body and changes nothing in the store.
-    @Test func badInputIsRefusedAndChangesNothing() async throws {
+    @Test(arguments: HTTPMode.allCases) func badInputIsRefusedAndChangesNothing(mode: HTTPMode) async throws {
         let node = try await NodeFixture.make(maxValueBytes: 1000)
         defer { Task { await node.close() } }
-        try await node.app.test(.router) { client in
+        try await node.app.test(mode.setup) { client in
             for key in ["alpha", "beta", "a%2Fb"] {
                 _ = try await client.execute(uri: "/v1/kv/default/\(key)", method: .put, body: body("value of \(key)"))
             }
@@ -177,10 +189,10 @@ struct HTTPAPITests {
     }
 
     // Proves that keys up to the 1024-byte limit, and keys with slashes and UTF-8, are accepted.
-    @Test func unusualButValidKeys() async throws {
+    @Test(arguments: HTTPMode.allCases) func unusualButValidKeys(mode: HTTPMode) async throws {
         let node = try await NodeFixture.make()
         defer { Task { await node.close() } }
-        try await node.app.test(.router) { client in
+        try await node.app.test(mode.setup) { client in
             let longest = String(repeating: "k", count: 1024)
             for uri in ["/v1/kv/default/\(longest)", "/v1/kv/default/a/b/c", "/v1/kv/default/%E2%9C%93%20ok"] {
                 let put = try await client.execute(uri: uri, method: .put, body: body("v"))
@@ -195,10 +207,10 @@ struct HTTPAPITests {
     }
 
     // Proves the health and metrics routes answer.
-    @Test func healthAndMetrics() async throws {
+    @Test(arguments: HTTPMode.allCases) func healthAndMetrics(mode: HTTPMode) async throws {
         let node = try await NodeFixture.make()
         defer { Task { await node.close() } }
-        try await node.app.test(.router) { client in
+        try await node.app.test(mode.setup) { client in
             try await client.execute(uri: "/healthz", method: .get) { response in
                 #expect(response.status == .ok)
                 #expect(String(buffer: response.body).contains("\"status\":\"ok\""))

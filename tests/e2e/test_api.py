@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import base64
 import re
+import socket
 
 import pytest
 
-from tests.harness import Node, error_code, kv_path
+from tests.harness import LOOPBACK, Node, error_code, kv_path
 
 CONTEXT_HEADER = "X-Ringstore-Context"
 
@@ -250,3 +251,43 @@ def test_metrics_count_requests_and_storage_writes(api):
     after = api.request("GET", "/metrics").body.decode()
     assert _metric(after, "ringstore_http_requests_total", put_label) == puts + 1
     assert _metric(after, "ringstore_storage_writes_total") >= writes + 1
+
+
+def _read_responses(stream, count: int) -> list[tuple[int, dict[str, str], bytes]]:
+    """Reads `count` HTTP/1.1 responses with Content-Length (or none, for 204) off a socket file."""
+    responses = []
+    for _ in range(count):
+        status = int(stream.readline().split()[1])
+        headers = {}
+        while (line := stream.readline().decode()) not in ("\r\n", ""):
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+        body = stream.read(int(headers.get("content-length", "0")))
+        responses.append((status, headers, body))
+    return responses
+
+
+def test_pipelined_requests_are_answered_in_order(api):
+    """Requests sent back to back on one connection, mixing key routes (served on the event loop)
+    with other routes (served by the router), are answered in the order they were sent."""
+    key, other = kv_path("default", "pipelined"), kv_path("default", "pipelined-2")
+    requests = (
+        f"PUT {key} HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfirst"
+        f"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"GET {key} HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"GET /v1/tables HTTP/1.1\r\nHost: x\r\n\r\n"
+        f"PUT {other} HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nsecond"
+        f"GET {other} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection((LOOPBACK, api.port), timeout=10) as connection:
+        connection.sendall(requests.encode())
+        stream = connection.makefile("rb")
+        responses = _read_responses(stream, 6)
+        assert stream.read() == b"", "the connection stays open after Connection: close"
+    assert [status for status, _, _ in responses] == [204, 200, 200, 200, 204, 200]
+    assert b'"status":"ok"' in responses[1][2]
+    assert responses[2][2] == b"first" and responses[2][1]["content-type"] == "text/plain"
+    assert b'"tables"' in responses[3][2]
+    assert responses[5][2] == b"second"
+    for _, headers, _ in responses:
+        assert headers.get("date", "").endswith(" GMT"), headers

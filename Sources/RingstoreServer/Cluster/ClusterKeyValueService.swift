@@ -29,6 +29,22 @@ public final class ClusterKeyValueService: KeyValueService {
         try await put(table: table, key: key, sibling: .tombstone, context: context, w: w)
     }
 
+    public func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void) {
+        do { try checkReady() } catch { return done(.failure(error)) }
+        let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
+        node.run(.get(item, r: r ?? table.r, n: table.n)) { result in done(Result { try Self.readResult(result) }) }
+    }
+
+    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
+        do { try checkReady() } catch { return done(.failure(error)) }
+        let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
+        node.run(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n)) { result in done(Result { try Self.writtenContext(result) }) }
+    }
+
+    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
+        put(table: table, key: key, sibling: .tombstone, context: context, w: w, done: done)
+    }
+
     /// Removes this node's copies of a dropped table's keys (every node does the same).
     public func removeAllKeys(of table: String) async throws {
         try await storage.removeAllKeys(ofTable: table)

@@ -61,7 +61,7 @@ public final class ClusterNode: Sendable {
     let settings: Settings
     let logger: Logger
     private let keyStripes = (0..<1024).map { _ in KeyStripe() }
-    private let pendingClients = Mutex<[UInt64: CheckedContinuation<ClientResult, Never>]>([:])
+    private let pendingClients = Mutex<[UInt64: @Sendable (ClientResult) -> Void]>([:])
     private let pendingPeers = Mutex<[UInt64: EventLoopPromise<RPCMessage>]>([:])
     private let nextToken = Atomic<UInt64>(0)
     private let detectors = Mutex(FailureDetectors<NodeID>())
@@ -136,7 +136,7 @@ public final class ClusterNode: Sendable {
             defer { pending.removeAll() }
             return Array(pending.values)
         }
-        for continuation in clients { continuation.resume(returning: .failed(.unavailable("the node is shutting down"))) }
+        for done in clients { done(.failed(.unavailable("the node is shutting down"))) }
     }
 
     // MARK: Clients
@@ -165,12 +165,19 @@ public final class ClusterNode: Sendable {
 
     /// Runs a client operation with this node as coordinator (or forwarder).
     public func run(_ operation: ClientOperation) async -> ClientResult {
+        await withCheckedContinuation { continuation in
+            run(operation) { continuation.resume(returning: $0) }
+        }
+    }
+
+    /// Runs a client operation and passes its result to `done`, on whichever thread
+    /// finishes it (the caller's own, when this node can answer at once). The HTTP
+    /// fast path calls this from an event loop, with no task to wait in.
+    public func run(_ operation: ClientOperation, done: @escaping @Sendable (ClientResult) -> Void) {
         operationsServed.add(1, ordering: .relaxed)
         let token = nextToken.wrappingAdd(1, ordering: .relaxed).newValue
-        return await withCheckedContinuation { continuation in
-            pendingClients.withLock { $0[token] = continuation }
-            feed { $0.clientRequested(operation, token: token) }
-        }
+        pendingClients.withLock { $0[token] = done }
+        feed { $0.clientRequested(operation, token: token) }
     }
 
     /// The key's preference list and current targets, for `/v1/cluster/locate`.
@@ -311,7 +318,7 @@ public final class ClusterNode: Sendable {
                 let (type, body) = PeerCodec.encode(reply)
                 promise?.succeed(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)))
             case .replyToClient(let token, let result):
-                pendingClients.withLock { $0.removeValue(forKey: token) }?.resume(returning: result)
+                pendingClients.withLock { $0.removeValue(forKey: token) }?(result)
             case .read(let key, let operation):
                 let result = read(key)
                 work += engine.withLock { $0.storageCompleted(result, operation: operation) }

@@ -1,7 +1,7 @@
 import Foundation
 public import Hummingbird
-import HTTPTypes
-import NIOCore
+public import HTTPTypes
+public import NIOCore
 import RingstoreCore
 import RingstoreRPC
 
@@ -52,6 +52,23 @@ public struct RingServerResponder: HTTPResponder {
     static func allowCrossOrigin(_ headers: inout HTTPFields) {
         headers[.accessControlAllowOrigin] = "*"
         headers[.accessControlExposeHeaders] = "ETag, Retry-After, X-Ringstore-Context, X-Ringstore-Kind"
+    }
+}
+
+/// A ring server's fast path is its API's, with what the responder adds to every
+/// `/v1/` answer: the cross-origin headers and the dashboard's timings.
+extension RingServerResponder: HTTPFastPath {
+    public var bodyBytesMax: Int { api.bodyBytesMax }
+
+    public func accept(_ head: HTTPRequest) -> FastPathRequest? { api.accept(head) }
+
+    public func serve(_ request: FastPathRequest, body: ByteBuffer, done: @escaping @Sendable (HTTPReply) -> Void) {
+        api.serve(request, body: body) { [window] reply in
+            var reply = reply
+            Self.allowCrossOrigin(&reply.headers)
+            window.record(ContinuousClock.now - request.started)
+            done(reply)
+        }
     }
 }
 

@@ -18,53 +18,86 @@ final class RoutingKeyValueService: KeyValueService {
     }
 
     func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
-        let routing = server.routing
-        let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
-        return try ClusterKeyValueService.readResult(await coordinate(.get(item, r: r ?? table.r, n: table.n), routing: routing))
+        try await withCheckedThrowingContinuation { continuation in
+            get(table: table, key: key, r: r) { continuation.resume(with: $0) }
+        }
     }
 
     func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
-        let routing = server.routing
-        let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
-        return try ClusterKeyValueService.writtenContext(await coordinate(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n), routing: routing))
+        try await withCheckedThrowingContinuation { continuation in
+            put(table: table, key: key, sibling: sibling, context: context, w: w) { continuation.resume(with: $0) }
+        }
     }
 
     func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
         try await put(table: table, key: key, sibling: .tombstone, context: context, w: w)
     }
 
+    func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void) {
+        let routing = server.routing
+        let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
+        coordinate(.get(item, r: r ?? table.r, n: table.n), routing: routing) { result in
+            done(Result { try ClusterKeyValueService.readResult(result.get()) })
+        }
+    }
+
+    func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
+        let routing = server.routing
+        let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
+        coordinate(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n), routing: routing) { result in
+            done(Result { try ClusterKeyValueService.writtenContext(result.get()) })
+        }
+    }
+
+    func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
+        put(table: table, key: key, sibling: .tombstone, context: context, w: w, done: done)
+    }
+
     /// Nothing to do: a ring server holds no keys; every node drops its own.
     func removeAllKeys(of table: String) async throws {}
 
-    private func coordinate(_ operation: ClientOperation, routing: RoutingSnapshot) async throws -> ClientResult {
+    /// Sends the operation to the first coordinator of the key that can be reached.
+    /// Runs on the RPC connections' event loops, without a task, so that the HTTP
+    /// fast path never leaves them.
+    private func coordinate(_ operation: ClientOperation, routing: RoutingSnapshot, done: @escaping @Sendable (Result<ClientResult, any Error>) -> Void) {
         let candidates = routing.coordinators(for: operation.key.partition)
-        guard !candidates.isEmpty else { throw Self.notFormed }
+        guard !candidates.isEmpty else { return done(.failure(Self.notFormed)) }
         let (type, body) = PeerCodec.encode(PeerRequest.coordinate(operation))
-        let request = RPCMessage(messageType: type, body: ByteBuffer(bytes: body))
-        var reasons: [String] = []
-        for node in candidates {
-            guard let client = server.client(for: node) else {
-                reasons.append("\(node): address unknown")
-                continue
-            }
-            do {
-                let reply = try await client.call(request, timeout: TimeAmount(server.options.requestTimeout))
-                switch try PeerCodec.decodeReply(type: reply.messageType, body: Array(reply.body.readableBytesView)) {
-                case .coordinated(let result): return result
-                case .failed(let failure): return .failed(failure)
-                case .replicaRead, .replicaWritten, .pong:
-                    throw APIError.internalError("node \(node) answered a coordination request with another message")
-                }
-            } catch let error as RPCError {
+        attempt(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), candidates: candidates[...], reasons: [], done: done)
+    }
+
+    private func attempt(
+        _ request: RPCMessage, candidates: ArraySlice<NodeID>, reasons: [String],
+        done: @escaping @Sendable (Result<ClientResult, any Error>) -> Void
+    ) {
+        guard let node = candidates.first else {
+            return done(.failure(APIError.unavailable(code: "no_coordinator", message: "No node of the key's preference list could be reached (\(reasons.joined(separator: "; "))). Retry.")))
+        }
+        guard let client = server.client(for: node) else {
+            return attempt(request, candidates: candidates.dropFirst(), reasons: reasons + ["\(node): address unknown"], done: done)
+        }
+        client.callFuture(request, timeout: TimeAmount(server.options.requestTimeout)).whenComplete { result in
+            switch result {
+            case .success(let reply):
+                done(Result {
+                    switch try PeerCodec.decodeReply(type: reply.messageType, body: Array(reply.body.readableBytesView)) {
+                    case .coordinated(let result): return result
+                    case .failed(let failure): return .failed(failure)
+                    case .replicaRead, .replicaWritten, .pong:
+                        throw APIError.internalError("node \(node) answered a coordination request with another message")
+                    }
+                })
+            case .failure(let error as RPCError):
                 switch error {
-                case .connectionFailed, .overloaded:
-                    reasons.append("\(node): \(error)")  // never sent: the next node may take it
+                case .connectionFailed, .overloaded:  // never sent: the next node may take it
+                    self.attempt(request, candidates: candidates.dropFirst(), reasons: reasons + ["\(node): \(error)"], done: done)
                 case .timedOut, .connectionClosed, .shutdown, .remote, .malformedFrame, .frameTooLarge:
-                    throw APIError.unavailable(code: "coordinator_unavailable", message: "Coordinator \(node) did not answer in time (\(error)); the request may or may not have taken effect. Retry.")
+                    done(.failure(APIError.unavailable(code: "coordinator_unavailable", message: "Coordinator \(node) did not answer in time (\(error)); the request may or may not have taken effect. Retry.")))
                 }
+            case .failure(let error):
+                done(.failure(error))
             }
         }
-        throw APIError.unavailable(code: "no_coordinator", message: "No node of the key's preference list could be reached (\(reasons.joined(separator: "; "))). Retry.")
     }
 
     static var notFormed: APIError {

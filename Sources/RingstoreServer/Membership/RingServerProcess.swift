@@ -70,6 +70,7 @@ public enum RingServerProcess {
             window: window)
         let app = Application(
             responder: responder,
+            server: .http1(fastPath: responder, logger: logger),
             configuration: ApplicationConfiguration(address: .hostname(listeners.httpHost, port: listeners.httpPort), serverName: nil),
             onServerRunning: { channel in onListening(channel.localAddress?.port ?? listeners.httpPort, rpcPort) },
             logger: logger)
