@@ -25,7 +25,7 @@ public protocol KeyValueService: Sendable {
     func removeAllKeys(of table: String) async throws
 
     /// The same reads and writes answering through a callback, for the HTTP fast path
-    /// (`KeyValueFastPath`), which runs on an event loop and has no task to wait in.
+    /// (`HTTPFastPath`), which runs on an event loop and has no task to wait in.
     /// `done` is called once, on any thread.
     func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void)
     func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void)
