@@ -158,7 +158,11 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
             let channel = context.channel
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         } else {
-            context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: nil)
+            // Flushed once the loop has handled its other ready connections, so that a
+            // client on the same cores wakes for several answers at a time.
+            context.write(wrapOutboundOut(.end(nil)), promise: nil)
+            let channel = context.channel
+            context.eventLoop.execute { channel.flush() }
         }
     }
 
