@@ -156,7 +156,7 @@ public struct NodeHTTPAPI: HTTPResponder {
         }
     }
 
-    private func lookUpTable(_ rawName: String) throws(APIError) -> TableDefinition {
+    func lookUpTable(_ rawName: String) throws(APIError) -> TableDefinition {
         let name = try Self.decodeTableName(rawName)
         guard let table = catalog.table(named: name) else {
             do { try Validation.checkTableName(name) } catch { throw APIError(error) }

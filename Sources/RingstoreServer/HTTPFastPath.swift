@@ -47,8 +47,7 @@ extension NodeHTTPAPI: HTTPFastPath {
         let segments = uri.path.split(separator: "/", omittingEmptySubsequences: false)
         // "", "v1", "kv", table, key…
         guard segments.count >= 5,
-              let name = try? Self.decodeTableName(String(segments[3])),
-              let table = catalog.table(named: name), table.consistency == .eventual
+              let table = try? lookUpTable(String(segments[3])), table.consistency == .eventual
         else { return nil }
         return FastPathRequest(
             head: head, uri: uri, table: table, rawKey: segments.dropFirst(4).joined(separator: "/"), started: .now)

@@ -15,37 +15,37 @@ public enum ReadResult: Sendable, Equatable {
 
 /// The eventual data path as the HTTP API sees it. A single node serves it from its
 /// own disk; a cluster coordinator implements it with replicas.
+///
+/// Reads and writes answer through a callback, called once on any thread: the HTTP
+/// fast path (`HTTPFastPath`) runs them on an event loop, with no task to wait in.
+/// The `async` forms below wrap them.
 public protocol KeyValueService: Sendable {
-    func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult
-    /// Stores `sibling` as a new version that supersedes what `context` saw; returns the new context.
-    func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector
-    /// Writes a tombstone superseding what `context` saw; returns the new context.
-    func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector
+    func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void)
+    /// Stores `sibling` as a new version that supersedes what `context` saw; answers the new context.
+    func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void)
+    /// Writes a tombstone superseding what `context` saw; answers the new context.
+    func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void)
     /// Removes every key of a table that is being dropped.
     func removeAllKeys(of table: String) async throws
-
-    /// The same reads and writes answering through a callback, for the HTTP fast path
-    /// (`HTTPFastPath`), which runs on an event loop and has no task to wait in.
-    /// `done` is called once, on any thread.
-    func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void)
-    func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void)
-    func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void)
 }
 
 extension KeyValueService {
-    /// Runs the asynchronous read in a task: for services without a cheaper way.
-    public func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void) {
-        Task { do { done(.success(try await get(table: table, key: key, r: r))) } catch { done(.failure(error)) } }
-    }
-
-    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
-        Task {
-            do { done(.success(try await put(table: table, key: key, sibling: sibling, context: context, w: w))) } catch { done(.failure(error)) }
+    public func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
+        try await withCheckedThrowingContinuation { continuation in
+            get(table: table, key: key, r: r) { continuation.resume(with: $0) }
         }
     }
 
-    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?, done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void) {
-        Task { do { done(.success(try await delete(table: table, key: key, context: context, w: w))) } catch { done(.failure(error)) } }
+    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
+        try await withCheckedThrowingContinuation { continuation in
+            put(table: table, key: key, sibling: sibling, context: context, w: w) { continuation.resume(with: $0) }
+        }
+    }
+
+    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
+        try await withCheckedThrowingContinuation { continuation in
+            delete(table: table, key: key, context: context, w: w) { continuation.resume(with: $0) }
+        }
     }
 }
 
@@ -62,10 +62,6 @@ public final class LocalKeyValueService: KeyValueService {
         self.partitioning = partitioning
         self.actor = actor
         self.logger = logger
-    }
-
-    public func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
-        try read(table: table, key: key)
     }
 
     public func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void) {
@@ -90,14 +86,6 @@ public final class LocalKeyValueService: KeyValueService {
         return .found(object)
     }
 
-    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
-        try await write(table: table, key: key, sibling: sibling, context: context)
-    }
-
-    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
-        try await write(table: table, key: key, sibling: .tombstone, context: context)
-    }
-
     public func removeAllKeys(of table: String) async throws {
         try await storage.removeAllKeys(ofTable: table)
     }
@@ -105,12 +93,6 @@ public final class LocalKeyValueService: KeyValueService {
     /// Merges a new version into the stored object under the key's update lock.
     /// With one replica, an object that holds only tombstones is purged at once:
     /// every replica (this one) has the tombstone.
-    private func write(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?) async throws -> VersionVector {
-        try await withCheckedThrowingContinuation { continuation in
-            write(table: table, key: key, sibling: sibling, context: context) { continuation.resume(with: $0) }
-        }
-    }
-
     private func write(
         table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?,
         done: @escaping @Sendable (Result<VersionVector, any Error>) -> Void

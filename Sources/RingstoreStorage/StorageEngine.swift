@@ -385,15 +385,8 @@ public final class StorageEngine: Sendable {
     /// With `force`, waits for an fsync whatever the policy (state that must never be
     /// forgotten, such as a CASPaxos acceptor's promises).
     public func whenDurable(_ ticket: DurabilityTicket, force: Bool = false, _ done: @escaping @Sendable (StorageError?) -> Void) {
-        switch options.durability {
-        case .never, .interval:
-            if !force { return done(nil) }
-            guard ticket.sequence > 0 else { return done(nil) }
-            register(.callback(done), for: ticket.sequence)
-        case .always:
-            guard ticket.sequence > 0 else { return done(nil) }
-            register(.callback(done), for: ticket.sequence)
-        }
+        guard force || options.durability == .always, ticket.sequence > 0 else { return done(nil) }
+        register(.callback(done), for: ticket.sequence)
     }
 
     private func register(_ waiter: DurabilityWaiter, for sequence: UInt64) {

@@ -13,22 +13,6 @@ public final class ClusterKeyValueService: KeyValueService {
         self.storage = storage
     }
 
-    public func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
-        try checkReady()
-        let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
-        return try Self.readResult(await node.run(.get(item, r: r ?? table.r, n: table.n)))
-    }
-
-    public func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
-        try checkReady()
-        let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)
-        return try Self.writtenContext(await node.run(.put(item, sibling: sibling, context: context, w: w ?? table.w, n: table.n)))
-    }
-
-    public func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
-        try await put(table: table, key: key, sibling: .tombstone, context: context, w: w)
-    }
-
     public func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void) {
         do { try checkReady() } catch { return done(.failure(error)) }
         let item = ItemKey(table: table.name, key: key, partitioning: node.partitioning)

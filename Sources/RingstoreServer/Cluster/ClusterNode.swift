@@ -163,16 +163,10 @@ public final class ClusterNode: Sendable {
     /// Client operations this node has run (eventual and linearizable), for the dashboard.
     let operationsServed = Atomic<UInt64>(0)
 
-    /// Runs a client operation with this node as coordinator (or forwarder).
-    public func run(_ operation: ClientOperation) async -> ClientResult {
-        await withCheckedContinuation { continuation in
-            run(operation) { continuation.resume(returning: $0) }
-        }
-    }
-
-    /// Runs a client operation and passes its result to `done`, on whichever thread
-    /// finishes it (the caller's own, when this node can answer at once). The HTTP
-    /// fast path calls this from an event loop, with no task to wait in.
+    /// Runs a client operation with this node as coordinator (or forwarder) and passes
+    /// its result to `done`, on whichever thread finishes it (the caller's own, when
+    /// this node can answer at once). The HTTP fast path calls this from an event
+    /// loop, with no task to wait in.
     public func run(_ operation: ClientOperation, done: @escaping @Sendable (ClientResult) -> Void) {
         operationsServed.add(1, ordering: .relaxed)
         let token = nextToken.wrappingAdd(1, ordering: .relaxed).newValue

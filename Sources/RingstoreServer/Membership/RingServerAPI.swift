@@ -17,22 +17,6 @@ final class RoutingKeyValueService: KeyValueService {
         self.server = server
     }
 
-    func get(table: TableDefinition, key: [UInt8], r: Int?) async throws -> ReadResult {
-        try await withCheckedThrowingContinuation { continuation in
-            get(table: table, key: key, r: r) { continuation.resume(with: $0) }
-        }
-    }
-
-    func put(table: TableDefinition, key: [UInt8], sibling: Sibling, context: VersionVector?, w: Int?) async throws -> VersionVector {
-        try await withCheckedThrowingContinuation { continuation in
-            put(table: table, key: key, sibling: sibling, context: context, w: w) { continuation.resume(with: $0) }
-        }
-    }
-
-    func delete(table: TableDefinition, key: [UInt8], context: VersionVector?, w: Int?) async throws -> VersionVector {
-        try await put(table: table, key: key, sibling: .tombstone, context: context, w: w)
-    }
-
     func get(table: TableDefinition, key: [UInt8], r: Int?, done: @escaping @Sendable (Result<ReadResult, any Error>) -> Void) {
         let routing = server.routing
         let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
