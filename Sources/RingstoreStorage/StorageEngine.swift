@@ -35,7 +35,8 @@ enum DurabilityWaiter: Sendable {
 /// of one engine are ordered: once a ticket is durable, so is every earlier one, so a
 /// batch of writes waits on its latest ticket alone.
 public struct DurabilityTicket: Sendable, Comparable {
-    let sequence: UInt64
+    /// The sequence number of the last record written (see `storedSequence`).
+    public let sequence: UInt64
 
     public static func < (lhs: DurabilityTicket, rhs: DurabilityTicket) -> Bool { lhs.sequence < rhs.sequence }
 }
@@ -157,6 +158,17 @@ public final class StorageEngine: Sendable {
         }
         metrics.reads.increment()
         return value
+    }
+
+    /// The sequence number of the record holding `key`'s value in `partition`, or nil
+    /// if there is none. Every record gets a new one, and merging keeps it, so a
+    /// caller that remembers a decoded value with its sequence knows it is still the
+    /// stored one while this returns the same number (no read, no checksum).
+    public func storedSequence(partition: PartitionID, key: [UInt8]) -> UInt64? {
+        state.withLock { state in
+            guard let location = state.directory.location(partition: partition.rawValue, key: key), !location.isTombstone else { return nil }
+            return location.sequence
+        }
     }
 
     /// Whether `key` has a value in `partition`.

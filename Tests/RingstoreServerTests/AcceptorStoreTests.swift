@@ -48,4 +48,52 @@ struct AcceptorStoreTests {
         #expect(try store.state(of: Self.key).acceptedValue == newer)
         await storage.close()
     }
+
+    private static func peek(_ store: AcceptorStore, _ key: ItemKey = key) async throws -> CASPaxosAcceptedValue? {
+        try await withCheckedThrowingContinuation { continuation in
+            store.peek(key) { continuation.resume(with: $0) }
+        }
+    }
+
+    // Proves a remembered (decoded) state is used only while its record is the stored one:
+    // a delete or a write that bypasses the store is seen at once.
+    @Test func rememberedStatesFollowTheStoredRecord() async throws {
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ringstore-acceptor-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: folder) }
+        let storage = try Self.open(folder)
+        let store = AcceptorStore(storage: storage)
+        let ballot = Ballot(counter: 3, proposer: 9)
+        let value = LinearizableValue(version: 1, content: .set(["s1000001", "s1000002"]))
+        _ = try await Self.decide(store, .prepare(Self.key, ballot: ballot))
+        _ = try await Self.decide(store, .accept(Self.key, ballot: ballot, value: value))
+        #expect(try await Self.peek(store)?.value == value)
+        #expect(try await Self.peek(store)?.value == value)
+
+        // Deleted behind the store's back (as a dropped table's keys are): the state is gone.
+        try await storage.delete(partition: Self.key.partition, key: Self.key.acceptorStorageKey)
+        #expect(try await Self.peek(store) == nil)
+        let lower = Ballot(counter: 1, proposer: 1)
+        #expect(try await Self.decide(store, .prepare(Self.key, ballot: lower)) == .promise(Self.key, ballot: lower, accepted: nil))
+
+        // Written behind the store's back: the new record is decoded, not the remembered state.
+        let other = CASPaxosAcceptorState(
+            promised: Ballot(counter: 8, proposer: 2),
+            accepted: CASPaxosAcceptedValue(ballot: Ballot(counter: 8, proposer: 2), value: LinearizableValue(version: 5, content: .counter(4))))
+        try await storage.put(partition: Self.key.partition, key: Self.key.acceptorStorageKey, value: other.encode())
+        #expect(try await Self.peek(store) == other.accepted)
+        #expect(try await Self.decide(store, .prepare(Self.key, ballot: Ballot(counter: 4, proposer: 1)))
+            == .prepareRejected(Self.key, ballot: Ballot(counter: 4, proposer: 1), highest: Ballot(counter: 8, proposer: 2)))
+
+        // Many keys through one store: each answers its own state.
+        let keys = (0..<600).map { ItemKey(table: "seats", key: Array("k\($0)".utf8), partition: PartitionID(rawValue: UInt32($0 % 64))) }
+        for (index, key) in keys.enumerated() {
+            let ballot = Ballot(counter: UInt64(index + 1), proposer: 1)
+            _ = try await Self.decide(store, .prepare(key, ballot: ballot))
+            _ = try await Self.decide(store, .accept(key, ballot: ballot, value: LinearizableValue(version: 1, content: .counter(Int64(index)))))
+        }
+        for (index, key) in keys.enumerated().reversed() {
+            #expect(try await Self.peek(store, key)?.value == LinearizableValue(version: 1, content: .counter(Int64(index))))
+        }
+        await storage.close()
+    }
 }

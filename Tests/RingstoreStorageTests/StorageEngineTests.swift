@@ -96,6 +96,32 @@ struct StorageEngineTests {
         await reopened.close()
     }
 
+    // Proves a stored sequence names one record: every write gets a new one, a delete leaves none, and merge and restart keep it.
+    @Test func storedSequenceNamesTheRecord() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let options = StorageOptions(durability: .never, segmentBytesMax: 4096, automaticMerge: false)
+        let engine = try StorageEngine(directory: folder.path, options: options, logger: quietLogger)
+        #expect(engine.storedSequence(partition: p0, key: bytes("a")) == nil)
+        try await engine.put(partition: p0, key: bytes("a"), value: bytes("one"))
+        let first = try #require(engine.storedSequence(partition: p0, key: bytes("a")))
+        let ticket = try engine.writeWithoutWaiting([(p0, bytes("a"), bytes("two"))])
+        #expect(engine.storedSequence(partition: p0, key: bytes("a")) == ticket.sequence)
+        #expect(ticket.sequence > first)
+        try await engine.delete(partition: p0, key: bytes("a"))
+        #expect(engine.storedSequence(partition: p0, key: bytes("a")) == nil)
+        try await engine.put(partition: p0, key: bytes("b"), value: bytes("kept"))
+        let kept = try #require(engine.storedSequence(partition: p0, key: bytes("b")))
+        for round in 0..<400 { try await engine.put(partition: p0, key: bytes("c"), value: bytes("filler, round \(round) of many")) }
+        #expect(try await engine.merge().segmentsMerged > 0)
+        #expect(engine.storedSequence(partition: p0, key: bytes("b")) == kept)
+        await engine.close()
+        let reopened = try StorageEngine(directory: folder.path, options: options, logger: quietLogger)
+        #expect(reopened.storedSequence(partition: p0, key: bytes("b")) == kept)
+        #expect(reopened.storedSequence(partition: p0, key: bytes("a")) == nil)
+        await reopened.close()
+    }
+
     // Proves that writes racing with a merge are never undone by it.
     @Test func writesDuringMergeWin() async throws {
         let folder = TemporaryDirectory()

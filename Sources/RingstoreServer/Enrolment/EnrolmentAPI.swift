@@ -6,7 +6,7 @@ import RingstoreCore
 import Synchronization
 
 /// A subject of the catalogue.
-public struct Subject: Codable, Sendable, Equatable {
+public struct Subject: Codable, Sendable, Hashable {
     public var code: String
     public var title: String
     public var term: String
@@ -91,6 +91,9 @@ final class EnrolmentAPI: Sendable {
     let linearizable: any LinearizableService
     private let catalogCache = Mutex<(subjects: [Subject], read: ContinuousClock.Instant)?>(nil)
     private let knownStudents = Mutex<[String: Student]>([:])
+    /// Each subject's JSON without its closing brace, encoded once: a page of the
+    /// catalogue shows 40 of them on every browse.
+    private let encodedSubjects = Mutex<[Subject: String]>([:])
     /// How long the catalogue (not the seat numbers) is kept between reads.
     static let catalogTTL: Duration = .seconds(5)
 
@@ -175,7 +178,7 @@ final class EnrolmentAPI: Sendable {
         for attempt in 0..<3 {
             switch try await change(EnrolmentTables.studentKey(student.id), .setAdd(member: subject.code, cap: EnrolmentTables.subjectsPerStudentMax)) {
             case .applied:
-                return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"enrolled\",\"subject\":\(try Self.json(subject, enrolled: enrolled))}")
+                return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"enrolled\",\"subject\":\(try json(subject, enrolled: enrolled))}")
             case .refused(let reason, _):
                 throw APIError.internalError("The timetable of \(student.id) refused \(subject.code): \(reason).")
             case .failed(_, let message):
@@ -203,7 +206,7 @@ final class EnrolmentAPI: Sendable {
             case .failed(let failure, let message): throw Self.unavailable(failure, message)
             }
         }
-        return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"dropped\",\"subject\":\(try Self.json(subject, enrolled: enrolled))}")
+        return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"dropped\",\"subject\":\(try json(subject, enrolled: enrolled))}")
     }
 
     // MARK: Data
@@ -250,14 +253,24 @@ final class EnrolmentAPI: Sendable {
                 throw Self.unavailable(failure.isNotApplied ? failure : .noQuorum, message)
             }
         }
-        return try zip(subjects, counts).map { subject, enrolled in try Self.json(subject, enrolled: enrolled) }
+        return try zip(subjects, counts).map { subject, enrolled in try json(subject, enrolled: enrolled) }
     }
 
     /// A subject as JSON with its seats taken and left.
-    private static func json(_ subject: Subject, enrolled: Int) throws -> String {
-        var json = try Self.json(subject)
-        json.removeLast()
-        return json + ",\"enrolled\":\(enrolled),\"seats_left\":\(max(0, subject.capacity - enrolled))}"
+    private func json(_ subject: Subject, enrolled: Int) throws -> String {
+        let open: String
+        if let known = encodedSubjects.withLock({ $0[subject] }) {
+            open = known
+        } else {
+            var json = try Self.json(subject)
+            json.removeLast()
+            open = json
+            encodedSubjects.withLock { encoded in
+                if encoded.count >= 1_000 { encoded.removeAll() }
+                encoded[subject] = json
+            }
+        }
+        return open + ",\"enrolled\":\(enrolled),\"seats_left\":\(max(0, subject.capacity - enrolled))}"
     }
 
     func catalogue() async throws -> [Subject] {

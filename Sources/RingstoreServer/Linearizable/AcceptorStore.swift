@@ -11,13 +11,28 @@ import Synchronization
 /// when the request itself changed nothing: the state it reports may have been
 /// appended by an earlier request whose fsync is still running.
 ///
+/// Each stripe remembers the decoded states of its recently used keys with the
+/// storage sequence number of the record they match. A state is used again only
+/// while the storage engine still holds that very record for the key, so a write
+/// that bypasses this store (a dropped table's keys being deleted) is never hidden;
+/// a hit saves the read, the checksum and the decoding of a roster's members, which
+/// every look at a popular subject's seats otherwise pays on three replicas.
+///
 /// Thread safety: all methods may be called from any thread; `done` callbacks run
 /// on the storage engine's syncer thread or on the caller's.
 final class AcceptorStore: Sendable {
     private final class Stripe: Sendable {
-        /// The durability ticket of the last state appended for a key of this stripe.
-        let lastWrite = Mutex<DurabilityTicket?>(nil)
+        struct State {
+            /// The durability ticket of the last state appended for a key of this stripe.
+            var lastWrite: DurabilityTicket?
+            /// Decoded states by acceptor storage key, with the sequence of their record.
+            var remembered: [[UInt8]: (sequence: UInt64, state: CASPaxosAcceptorState)] = [:]
+        }
+        let state = Mutex(State())
     }
+
+    /// How many decoded states a stripe remembers (256 stripes).
+    static let rememberedPerStripe = 32
 
     let storage: StorageEngine
     private let stripes = (0..<256).map { _ in Stripe() }
@@ -26,14 +41,36 @@ final class AcceptorStore: Sendable {
         self.storage = storage
     }
 
-    private func stripe(for key: ItemKey) -> Stripe {
-        stripes[Int(UInt(bitPattern: key.acceptorStorageKey.hashValue) % UInt(stripes.count))]
+    private func stripe(for storageKey: [UInt8]) -> Stripe {
+        stripes[Int(UInt(bitPattern: storageKey.hashValue) % UInt(stripes.count))]
     }
 
     /// The stored state of `key`; the empty state for a key never seen.
     func state(of key: ItemKey) throws -> CASPaxosAcceptorState {
         guard let bytes = try storage.get(partition: key.partition, key: key.acceptorStorageKey) else { return CASPaxosAcceptorState() }
         return try CASPaxosAcceptorState(decoding: bytes)
+    }
+
+    /// The stored state of `key`, decoded again only when its record changed since
+    /// the stripe last saw it. Called under the stripe's lock.
+    private func state(of key: ItemKey, storageKey: [UInt8], in stripe: inout Stripe.State) throws -> CASPaxosAcceptorState {
+        guard let sequence = storage.storedSequence(partition: key.partition, key: storageKey) else {
+            stripe.remembered[storageKey] = nil
+            return CASPaxosAcceptorState()
+        }
+        if let known = stripe.remembered[storageKey], known.sequence == sequence { return known.state }
+        // Read after the sequence: if the record changes in between, the state is newer
+        // than the sequence it is remembered with, which then never matches again.
+        let state = try state(of: key)
+        remember(state, sequence: sequence, storageKey: storageKey, in: &stripe)
+        return state
+    }
+
+    private func remember(_ state: CASPaxosAcceptorState, sequence: UInt64, storageKey: [UInt8], in stripe: inout Stripe.State) {
+        if stripe.remembered[storageKey] == nil, stripe.remembered.count >= Self.rememberedPerStripe {
+            stripe.remembered.remove(at: stripe.remembered.startIndex)
+        }
+        stripe.remembered[storageKey] = (sequence, state)
     }
 
     /// Decides a prepare or accept and calls `done` with the reply once the state it
@@ -75,17 +112,20 @@ final class AcceptorStore: Sendable {
         _ key: ItemKey, _ decide: (CASPaxosAcceptorState) -> (CASPaxosAcceptorState?, Reply)?,
         done: @escaping @Sendable (Result<Reply, any Error>) -> Void
     ) {
-        let stripe = stripe(for: key)
-        let outcome: Result<(Reply, DurabilityTicket?), any Error> = stripe.lastWrite.withLock { lastWrite in
+        let storageKey = key.acceptorStorageKey
+        let outcome: Result<(Reply, DurabilityTicket?), any Error> = stripe(for: storageKey).state.withLock { stripe in
             do {
-                guard let (newState, reply) = decide(try state(of: key)) else {
+                guard let (newState, reply) = decide(try state(of: key, storageKey: storageKey, in: &stripe)) else {
                     throw DecodeError("internal inconsistency: a message that is not a request reached an acceptor")
                 }
                 if let newState {
-                    lastWrite = try storage.writeWithoutWaiting([(key.partition, key.acceptorStorageKey, newState.encode())])
+                    let ticket = try storage.writeWithoutWaiting([(key.partition, storageKey, newState.encode())])
+                    stripe.lastWrite = ticket
+                    remember(newState, sequence: ticket.sequence, storageKey: storageKey, in: &stripe)
                 }
-                return .success((reply, lastWrite))
+                return .success((reply, stripe.lastWrite))
             } catch {
+                stripe.remembered[storageKey] = nil
                 return .failure(error)
             }
         }
