@@ -35,11 +35,14 @@ struct PeerRPCHandler: RPCHandler {
             return membership.receive(request)
         }
         if request.messageType == CatalogMessage.exchange || request.messageType == CatalogMessage.drop
-            || request.messageType == PartitionPages.request || request.messageType == LinearizableRequest.type
+            || request.messageType == PartitionPages.request
             || request.messageType == AntiEntropyWire.request || request.messageType == AntiEntropyWire.repairNow
             || request.messageType == TombstonePurge.check || request.messageType == TombstonePurge.purge
             || request.messageType == NodeStatsWire.request {
             return .detach
+        }
+        if request.messageType == LinearizableRequest.type {
+            return linearizableRequest(request, context: context)
         }
         if request.messageType == CASPaxosPeek.requestType {
             return peekRequest(request, context: context)
@@ -80,6 +83,22 @@ struct PeerRPCHandler: RPCHandler {
             }
             let (type, body) = reply.encode()
             promise.succeed(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)))
+        }
+        return .later(promise.futureResult)
+    }
+
+    /// A linearizable operation this node proposes (as the key's leader), answered on
+    /// the connection's event loop when the engine's callback comes.
+    private func linearizableRequest(_ request: RPCMessage, context: RPCRequestContext) -> RPCDispatch {
+        let decoded: LinearizableRequest
+        do {
+            decoded = try LinearizableRequest(decoding: Array(request.body.readableBytesView))
+        } catch {
+            return .fail(RPCRemoteError(code: 1, message: "undecodable linearizable request: \(error.reason)"))
+        }
+        let promise = context.eventLoop.makePromise(of: RPCMessage.self)
+        linearizable.run(decoded) { answer in
+            promise.succeed(RPCMessage(messageType: LinearizableRequest.replyType, body: ByteBuffer(bytes: answer.encode())))
         }
         return .later(promise.futureResult)
     }
@@ -143,15 +162,6 @@ struct PeerRPCHandler: RPCHandler {
         case AntiEntropyWire.repairNow:
             let tally = try await antiEntropy.round(pausing: false)
             return RPCMessage(messageType: AntiEntropyWire.repairReply, body: ByteBuffer(string: tally.json))
-        case LinearizableRequest.type:
-            let decoded: LinearizableRequest
-            do {
-                decoded = try LinearizableRequest(decoding: Array(request.body.readableBytesView))
-            } catch {
-                throw RPCRemoteError(code: 1, message: "undecodable linearizable request: \(error.reason)")
-            }
-            let answer = await linearizable.run(decoded)
-            return RPCMessage(messageType: LinearizableRequest.replyType, body: ByteBuffer(bytes: answer.encode()))
         case PartitionPages.request:
             do {
                 let pendingEpoch = node.engine.withLock { $0.pendingRing?.epoch }

@@ -116,35 +116,46 @@ final class LinearizableEngine: Sendable {
     /// the value the previous one left, and each gets its own outcome. A hot key (a
     /// popular subject's roster) then costs one round of CASPaxos per batch, not per
     /// operation.
-    func run(_ request: LinearizableRequest) async -> LinearizableAnswer {
-        if request.change == .read, case .some(let value) = await peekRead(request) {
-            metrics.peekReads.increment()
-            return .applied(value)
-        }
-        return await withCheckedContinuation { continuation in
-            if batches.enqueue(request, continuation) {
-                Task { await drive(request.key) }
+    ///
+    /// Nothing waits in a task: the operation moves on in the callbacks of the
+    /// messages it sends and of the storage engine, on whichever thread delivers
+    /// them, and `done` is called on one of those threads.
+    func run(_ request: LinearizableRequest, done: @escaping @Sendable (LinearizableAnswer) -> Void) {
+        guard request.change == .read else { return enqueue(request, done) }
+        peekRead(request) { [self] found in
+            if case .some(let value) = found {
+                metrics.peekReads.increment()
+                return done(.applied(value))
             }
+            enqueue(request, done)
         }
+    }
+
+    /// `run(_:done:)` for a caller that waits.
+    func run(_ request: LinearizableRequest) async -> LinearizableAnswer {
+        await withCheckedContinuation { continuation in
+            run(request) { continuation.resume(returning: $0) }
+        }
+    }
+
+    private func enqueue(_ request: LinearizableRequest, _ done: @escaping @Sendable (LinearizableAnswer) -> Void) {
+        if batches.enqueue(request, done) { drive(request.key) }
     }
 
     /// A read in one round trip without writing anything (`CASPaxosPeek`): the value
     /// when a majority of the key's replicas agree on their accepted ballot; nil when
     /// they do not (or do not answer in time), and the read must run as an operation.
-    private func peekRead(_ request: LinearizableRequest) async -> LinearizableValue?? {
-        guard let placement = network.placement(of: request.key, replicaCount: request.replicaCount), !placement.moving else { return .none }
+    private func peekRead(_ request: LinearizableRequest, done: @escaping @Sendable (LinearizableValue??) -> Void) {
+        guard let placement = network.placement(of: request.key, replicaCount: request.replicaCount), !placement.moving else { return done(.none) }
         let wire = CASPaxosPlacement(ringEpoch: placement.ringEpoch, replicaCount: request.replicaCount)
         let quorum = placement.replicas.count / 2 + 1
-        let gathered = PeekGathering(expected: placement.replicas.count, quorum: quorum)
-        return await withCheckedContinuation { continuation in
-            gathered.start(continuation)
-            for node in placement.replicas {
-                let deliver: @Sendable (CASPaxosAcceptedValue??) -> Void = { answer in gathered.receive(answer) }
-                if node == network.me {
-                    handlePeek(request.key, placement: wire) { deliver($0) }
-                } else {
-                    network.peek(request.key, placement: wire, at: node, timeout: settings.attemptTimeout, reply: deliver)
-                }
+        let gathered = PeekGathering(expected: placement.replicas.count, quorum: quorum, done: done)
+        for node in placement.replicas {
+            let deliver: @Sendable (CASPaxosAcceptedValue??) -> Void = { answer in gathered.receive(answer) }
+            if node == network.me {
+                handlePeek(request.key, placement: wire) { deliver($0) }
+            } else {
+                network.peek(request.key, placement: wire, at: node, timeout: settings.attemptTimeout, reply: deliver)
             }
         }
     }
@@ -163,84 +174,109 @@ final class LinearizableEngine: Sendable {
         }
     }
 
-    /// Runs the batches of one key until its queue is empty.
-    private func drive(_ key: ItemKey) async {
+    /// Runs the batches of one key until its queue is empty. A batch that finishes
+    /// within the call (a node without a ring answers at once) lets the loop take
+    /// the next one; one that finishes later drives the key again from its callback.
+    private func drive(_ key: ItemKey) {
         while let waiting = batches.take(key) {
             let changes = waiting.map(\.request.change)
             let request = LinearizableRequest(
                 key: key, replicaCount: waiting[0].request.replicaCount, change: changes.count == 1 ? changes[0] : .batch(changes))
-            let (answer, found) = await propose(request)
-            let answers: [LinearizableAnswer]
-            switch answer {
-            case .applied where changes.count > 1:
-                guard case .some(let start) = found else {
-                    answers = Array(repeating: .failed(.noQuorum, message: "internal inconsistency: a batch was applied without the value it started from"), count: changes.count)
-                    break
-                }
-                answers = request.change.outcomes(from: start).map { outcome in
-                    switch outcome {
-                    case .applied(let value): .applied(value)
-                    case .refused(let reason, let current): .refused(reason, current: current)
-                    }
-                }
-            case .failed(.outcomeUnknown, let message) where changes.count > 1:
-                // A read in a batch whose outcome is unknown changed nothing: it was not applied.
-                answers = changes.map { $0.isRead ? .failed(.noQuorum, message: message) : answer }
-            default:
-                answers = Array(repeating: answer, count: changes.count)
+            let progress = BatchProgress()
+            propose(request) { [self] answer, found in
+                deliver(waiting, changes: changes, request: request, answer: answer, found: found)
+                if progress.finish() { drive(key) }
             }
-            for (waiter, answer) in zip(waiting, answers) { waiter.continuation.resume(returning: answer) }
-            metrics.batchSize.record(changes.count)
+            if progress.goOnLater() { return }
         }
     }
 
-    private func propose(_ request: LinearizableRequest) async -> (LinearizableAnswer, found: LinearizableValue??) {
-        let started = ContinuousClock.now
-        let deadline = started + settings.operationTimeout
-        var attempt = 0
-        var lastFailure: (LinearizableFailure, String) = (.noQuorum, "no attempt ran")
-        defer { metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1))) }
-        while true {
-            attempt += 1
-            guard let placement = network.placement(of: request.key, replicaCount: request.replicaCount) else {
-                return (.failed(.notReady, message: "this node has no ring yet (the cluster has not formed, or the node left it)"), .none)
+    /// Gives each operation of a finished batch its own answer.
+    private func deliver(_ waiting: [KeyBatches.Waiter], changes: [LinearizableChange], request: LinearizableRequest, answer: LinearizableAnswer, found: LinearizableValue??) {
+        let answers: [LinearizableAnswer]
+        switch answer {
+        case .applied where changes.count > 1:
+            guard case .some(let start) = found else {
+                answers = Array(repeating: .failed(.noQuorum, message: "internal inconsistency: a batch was applied without the value it started from"), count: changes.count)
+                break
             }
-            if placement.moving {
-                lastFailure = (.partitionMoving, "the key's partition is moving to other nodes; linearizable operations on it resume when the new ring takes effect")
-            } else {
-                let outcome = await runAttempt(request, placement: placement)
-                switch outcome.result {
-                case .applied(let value):
-                    metrics.applied.increment()
-                    return (.applied(value), outcome.found)
-                case .refused(let reason, let current):
-                    metrics.refused.increment()
-                    return (.refused(reason, current: current), outcome.found)
-                case .conflict(let higher, let unknown):
-                    ballots.withLock { $0.observe(higher) }
-                    metrics.conflicts.increment()
-                    if unknown && !request.change.isIdempotent {
-                        return (unknownOutcome("an acceptor promised a higher ballot while the change was being accepted"), .none)
-                    }
-                    lastFailure = (.noQuorum, "other coordinators kept winning the key (contention)")
-                case .unavailable(let have, let need, let unknown):
-                    if unknown && !request.change.isIdempotent {
-                        return (unknownOutcome("only \(have) of the \(need) replicas needed confirmed the change"), .none)
-                    }
-                    if outcome.sawMoving {
-                        lastFailure = (.partitionMoving, "the key's partition is moving to other nodes; linearizable operations on it resume when the new ring takes effect")
-                    } else {
-                        lastFailure = (.noQuorum, "only \(have) of the \(need) replicas needed answered (of \(placement.replicas.map(\.rawValue).joined(separator: ", ")))")
-                    }
+            answers = request.change.outcomes(from: start).map { outcome in
+                switch outcome {
+                case .applied(let value): .applied(value)
+                case .refused(let reason, let current): .refused(reason, current: current)
                 }
             }
-            let backoff = Duration.milliseconds(random.withLock { Int($0.next() % UInt64(min(200, 5 << min(attempt, 6)))) } + 1)
-            guard ContinuousClock.now + backoff < deadline else {
-                metrics.failed.increment()
-                return (.failed(lastFailure.0, message: lastFailure.1), .none)
-            }
-            try? await Task.sleep(for: backoff)
+        case .failed(.outcomeUnknown, let message) where changes.count > 1:
+            // A read in a batch whose outcome is unknown changed nothing: it was not applied.
+            answers = changes.map { $0.isRead ? .failed(.noQuorum, message: message) : answer }
+        default:
+            answers = Array(repeating: answer, count: changes.count)
         }
+        metrics.batchSize.record(changes.count)
+        for (waiter, answer) in zip(waiting, answers) { waiter.done(answer) }
+    }
+
+    /// Runs attempts until one answers, or until `operationTimeout` when they keep
+    /// failing without having changed anything.
+    private func propose(_ request: LinearizableRequest, done: @escaping @Sendable (LinearizableAnswer, LinearizableValue??) -> Void) {
+        let started = ContinuousClock.now
+        let finish: @Sendable (LinearizableAnswer, LinearizableValue??) -> Void = { [metrics] answer, found in
+            metrics.latency.recordNanoseconds(Int64((ContinuousClock.now - started) / .nanoseconds(1)))
+            done(answer, found)
+        }
+        attempt(request, number: 1, deadline: started + settings.operationTimeout, done: finish)
+    }
+
+    private func attempt(
+        _ request: LinearizableRequest, number: Int, deadline: ContinuousClock.Instant,
+        done: @escaping @Sendable (LinearizableAnswer, LinearizableValue??) -> Void
+    ) {
+        guard let placement = network.placement(of: request.key, replicaCount: request.replicaCount) else {
+            return done(.failed(.notReady, message: "this node has no ring yet (the cluster has not formed, or the node left it)"), .none)
+        }
+        let moving = (LinearizableFailure.partitionMoving, "the key's partition is moving to other nodes; linearizable operations on it resume when the new ring takes effect")
+        guard !placement.moving else {
+            return retry(request, after: number, deadline: deadline, failure: moving, done: done)
+        }
+        runAttempt(request, placement: placement) { [self] outcome in
+            switch outcome.result {
+            case .applied(let value):
+                metrics.applied.increment()
+                done(.applied(value), outcome.found)
+            case .refused(let reason, let current):
+                metrics.refused.increment()
+                done(.refused(reason, current: current), outcome.found)
+            case .conflict(let higher, let unknown):
+                ballots.withLock { $0.observe(higher) }
+                metrics.conflicts.increment()
+                if unknown && !request.change.isIdempotent {
+                    return done(unknownOutcome("an acceptor promised a higher ballot while the change was being accepted"), .none)
+                }
+                retry(request, after: number, deadline: deadline, failure: (.noQuorum, "other coordinators kept winning the key (contention)"), done: done)
+            case .unavailable(let have, let need, let unknown):
+                if unknown && !request.change.isIdempotent {
+                    return done(unknownOutcome("only \(have) of the \(need) replicas needed confirmed the change"), .none)
+                }
+                let failure = outcome.sawMoving
+                    ? moving
+                    : (.noQuorum, "only \(have) of the \(need) replicas needed answered (of \(placement.replicas.map(\.rawValue).joined(separator: ", ")))")
+                retry(request, after: number, deadline: deadline, failure: failure, done: done)
+            }
+        }
+    }
+
+    /// Runs the next attempt after a randomised backoff, or answers `failure` when the
+    /// operation's time would run out first.
+    private func retry(
+        _ request: LinearizableRequest, after number: Int, deadline: ContinuousClock.Instant, failure: (LinearizableFailure, String),
+        done: @escaping @Sendable (LinearizableAnswer, LinearizableValue??) -> Void
+    ) {
+        let backoff = Duration.milliseconds(random.withLock { Int($0.next() % UInt64(min(200, 5 << min(number, 6)))) } + 1)
+        guard ContinuousClock.now + backoff < deadline else {
+            metrics.failed.increment()
+            return done(.failed(failure.0, message: failure.1), .none)
+        }
+        network.schedule(after: backoff) { [self] in attempt(request, number: number + 1, deadline: deadline, done: done) }
     }
 
     private func unknownOutcome(_ reason: String) -> LinearizableAnswer {
@@ -251,7 +287,7 @@ final class LinearizableEngine: Sendable {
     /// One ballot: drives a `CASPaxosProposer` until it answers. Its accepts ask for
     /// a promise of the next ballot; with a promise from the key's previous attempt
     /// (under the same placement) it skips the prepare phase.
-    private func runAttempt(_ request: LinearizableRequest, placement: KeyPlacement) async -> AttemptOutcome {
+    private func runAttempt(_ request: LinearizableRequest, placement: KeyPlacement, done: @escaping @Sendable (AttemptOutcome) -> Void) {
         let held = promises.withLock { $0.removeValue(forKey: request.key) }
         let proposer: CASPaxosProposer
         // The held promise is used only while every replica answers: an accept that
@@ -268,18 +304,17 @@ final class LinearizableEngine: Sendable {
                 key: request.key, change: request.change, replicas: placement.replicas, ballot: ballot, timeout: settings.attemptTimeout, next: next)
         }
         let wire = CASPaxosPlacement(ringEpoch: placement.ringEpoch, replicaCount: request.replicaCount)
-        let outcome = await withCheckedContinuation { continuation in
-            let attempt = Attempt(proposer: proposer, placement: wire, continuation: continuation)
-            execute(attempt.step { $0.start() }, attempt)
-        }
-        if let promise = outcome.promiseOfNext {
-            let held = HeldPromise(promise: promise, ringEpoch: placement.ringEpoch, replicas: placement.replicas)
-            promises.withLock { promises in
-                if promises.count >= Self.heldPromisesMax { promises.removeAll(keepingCapacity: true) }
-                promises[request.key] = held
+        let attempt = Attempt(proposer: proposer, placement: wire) { [self] outcome in
+            if let promise = outcome.promiseOfNext {
+                let held = HeldPromise(promise: promise, ringEpoch: placement.ringEpoch, replicas: placement.replicas)
+                promises.withLock { promises in
+                    if promises.count >= Self.heldPromisesMax { promises.removeAll(keepingCapacity: true) }
+                    promises[request.key] = held
+                }
             }
+            done(outcome)
         }
-        return outcome
+        execute(attempt.step { $0.start() }, attempt)
     }
 
     /// Keys whose promise a node keeps at most; past it, it forgets them all (a
@@ -333,20 +368,20 @@ private struct HeldPromise: Sendable {
     var replicas: [NodeID]
 }
 
-/// One attempt's proposer and the task waiting for its answer.
+/// One attempt's proposer and what waits for its answer.
 private final class Attempt: Sendable {
     private struct State {
         var proposer: CASPaxosProposer
-        var continuation: CheckedContinuation<AttemptOutcome, Never>?
+        var done: (@Sendable (AttemptOutcome) -> Void)?
         var sawMoving = false
     }
 
     let placement: CASPaxosPlacement
     private let state: Mutex<State>
 
-    init(proposer: CASPaxosProposer, placement: CASPaxosPlacement, continuation: CheckedContinuation<AttemptOutcome, Never>) {
+    init(proposer: CASPaxosProposer, placement: CASPaxosPlacement, done: @escaping @Sendable (AttemptOutcome) -> Void) {
         self.placement = placement
-        self.state = Mutex(State(proposer: proposer, continuation: continuation))
+        self.state = Mutex(State(proposer: proposer, done: done))
     }
 
     /// Feeds one event to the proposer under the lock.
@@ -358,13 +393,31 @@ private final class Attempt: Sendable {
         state.withLock { $0.sawMoving = true }
     }
 
-    /// Resumes the waiting task once.
+    /// Answers once.
     func finish(_ result: CASPaxosResult) {
-        let (continuation, moving, found, promise) = state.withLock { state in
-            defer { state.continuation = nil }
-            return (state.continuation, state.sawMoving, state.proposer.found, state.proposer.promiseOfNext)
+        let (done, moving, found, promise) = state.withLock { state in
+            defer { state.done = nil }
+            return (state.done, state.sawMoving, state.proposer.found, state.proposer.promiseOfNext)
         }
-        continuation?.resume(returning: AttemptOutcome(result: result, sawMoving: moving, found: found, promiseOfNext: promise))
+        done?(AttemptOutcome(result: result, sawMoving: moving, found: found, promiseOfNext: promise))
+    }
+}
+
+/// Whether a key's batch finished within the call that proposed it (the driver's
+/// loop takes the next batch) or later (its callback drives the key again).
+private final class BatchProgress: Sendable {
+    private static let running = 0, finishedInline = 1, finishesLater = 2
+    private let state = Atomic<Int>(BatchProgress.running)
+
+    /// Called when the batch finished; true when the caller must drive the key again.
+    func finish() -> Bool {
+        !state.compareExchange(expected: Self.running, desired: Self.finishedInline, ordering: .acquiringAndReleasing).exchanged
+    }
+
+    /// Called after proposing; true when the batch has not finished yet (the driver
+    /// returns, and the batch's callback drives the key again).
+    func goOnLater() -> Bool {
+        state.compareExchange(expected: Self.running, desired: Self.finishesLater, ordering: .acquiringAndReleasing).exchanged
     }
 }
 
@@ -372,7 +425,7 @@ private final class Attempt: Sendable {
 final class KeyBatches: Sendable {
     struct Waiter: Sendable {
         let request: LinearizableRequest
-        let continuation: CheckedContinuation<LinearizableAnswer, Never>
+        let done: @Sendable (LinearizableAnswer) -> Void
     }
 
     private struct Queue {
@@ -384,10 +437,10 @@ final class KeyBatches: Sendable {
 
     /// Queues an operation; true when no batch of the key is running, so the caller
     /// must start a driver.
-    func enqueue(_ request: LinearizableRequest, _ continuation: CheckedContinuation<LinearizableAnswer, Never>) -> Bool {
+    func enqueue(_ request: LinearizableRequest, _ done: @escaping @Sendable (LinearizableAnswer) -> Void) -> Bool {
         queues.withLock { queues in
             let start = queues[request.key] == nil
-            queues[request.key, default: Queue()].waiting.append(Waiter(request: request, continuation: continuation))
+            queues[request.key, default: Queue()].waiting.append(Waiter(request: request, done: done))
             return start
         }
     }
@@ -414,38 +467,35 @@ private final class PeekGathering: Sendable {
     private struct State {
         var answers: [CASPaxosAcceptedValue?] = []
         var received = 0
-        var continuation: CheckedContinuation<LinearizableValue??, Never>?
+        var done: (@Sendable (LinearizableValue??) -> Void)?
     }
 
     let expected: Int
     let quorum: Int
-    private let state = Mutex(State())
+    private let state: Mutex<State>
 
-    init(expected: Int, quorum: Int) {
+    init(expected: Int, quorum: Int, done: @escaping @Sendable (LinearizableValue??) -> Void) {
         self.expected = expected
         self.quorum = quorum
-    }
-
-    func start(_ continuation: CheckedContinuation<LinearizableValue??, Never>) {
-        state.withLock { $0.continuation = continuation }
+        self.state = Mutex(State(done: done))
     }
 
     func receive(_ answer: CASPaxosAcceptedValue??) {
-        let finished: (CheckedContinuation<LinearizableValue??, Never>, LinearizableValue??)? = state.withLock { state in
+        let finished: (@Sendable (LinearizableValue??) -> Void, LinearizableValue??)? = state.withLock { state in
             state.received += 1
             if case .some(let accepted) = answer { state.answers.append(accepted) }
             let agreed = CASPaxosPeek.agreedValue(state.answers, quorum: quorum)
             guard case .some = agreed else {
                 // Done once no ballot can reach a quorum even with every answer still out.
                 let best = Dictionary(grouping: state.answers, by: { $0?.ballot }).values.map(\.count).max() ?? 0
-                guard best + (expected - state.received) < quorum, let continuation = state.continuation else { return nil }
-                state.continuation = nil
-                return (continuation, .none)
+                guard best + (expected - state.received) < quorum, let done = state.done else { return nil }
+                state.done = nil
+                return (done, .none)
             }
-            guard let continuation = state.continuation else { return nil }
-            state.continuation = nil
-            return (continuation, agreed)
+            guard let done = state.done else { return nil }
+            state.done = nil
+            return (done, agreed)
         }
-        if let (continuation, value) = finished { continuation.resume(returning: value) }
+        if let (done, value) = finished { done(value) }
     }
 }
