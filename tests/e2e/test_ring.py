@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import signal
 import threading
 import time
 
@@ -191,6 +192,29 @@ def test_nodes_serve_from_their_cached_ring_with_both_ring_servers_down(ring_clu
         assert time.monotonic() < deadline, n3.log_tail()
         time.sleep(0.1)
     assert n3.request("GET", "/healthz").json()["ready"] is True
+
+
+def test_a_read_sent_to_a_hung_coordinator_is_answered_by_the_next(ring_cluster):
+    """A node stops answering (SIGSTOP) just as a read is routed to it: the ring server
+    moves the read on to the key's next coordinator once the first does not answer,
+    instead of answering 503 as it must for a write (a read changed nothing)."""
+    rs1 = ring_cluster.ring_servers["rs1"]
+    keys = [key for key in (f"k{i}" for i in range(300))
+            if rs1.request("GET", f"/v1/cluster/locate/default/{key}").json()["preference_list"][0] == "n1"][:2]
+    assert len(keys) == 2
+    for key in keys:
+        assert rs1.request("PUT", kv_path("default", key), body=b"kept").status == 204
+    n1 = ring_cluster.nodes["n1"]
+    n1.process.send_signal(signal.SIGSTOP)
+    try:
+        read = rs1.request("GET", kv_path("default", keys[0]), timeout=20)
+        assert read.status == 200 and read.body == b"kept", read
+        # A write sent to the hung node meanwhile may or may not have been applied:
+        # it is answered 503, or by another coordinator once n1 is known down.
+        write = rs1.request("PUT", kv_path("default", keys[1]), body=b"new", timeout=20)
+        assert write.status in (204, 503), write
+    finally:
+        n1.process.send_signal(signal.SIGCONT)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -8,8 +8,10 @@ import RingstoreStorage
 /// The client data path as a ring server serves it: each request goes to a healthy
 /// coordinator from the key's preference list, over the framed protocol.
 ///
-/// A request that could not be sent (no connection) moves on to the next node; one
-/// that was sent and timed out is answered 503, since it may have been applied.
+/// A request that could not be sent (no connection) moves on to the next node. One
+/// that was sent and not answered (timed out, or its connection closed: the node
+/// died or hangs) moves on too when it is a read, which changes nothing; a write is
+/// answered 503, since it may have been applied.
 final class RoutingKeyValueService: KeyValueService {
     let server: RingServer
 
@@ -47,18 +49,19 @@ final class RoutingKeyValueService: KeyValueService {
         let candidates = routing.coordinators(for: operation.key.partition)
         guard !candidates.isEmpty else { return done(.failure(Self.notFormed)) }
         let (type, body) = PeerCodec.encode(PeerRequest.coordinate(operation))
-        attempt(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), candidates: candidates[...], reasons: [], done: done)
+        let isRead = if case .get = operation { true } else { false }
+        attempt(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), isRead: isRead, candidates: candidates[...], reasons: [], done: done)
     }
 
     private func attempt(
-        _ request: RPCMessage, candidates: ArraySlice<NodeID>, reasons: [String],
+        _ request: RPCMessage, isRead: Bool, candidates: ArraySlice<NodeID>, reasons: [String],
         done: @escaping @Sendable (Result<ClientResult, any Error>) -> Void
     ) {
         guard let node = candidates.first else {
             return done(.failure(APIError.unavailable(code: "no_coordinator", message: "No node of the key's preference list could be reached (\(reasons.joined(separator: "; "))). Retry.")))
         }
         guard let client = server.client(for: node) else {
-            return attempt(request, candidates: candidates.dropFirst(), reasons: reasons + ["\(node): address unknown"], done: done)
+            return attempt(request, isRead: isRead, candidates: candidates.dropFirst(), reasons: reasons + ["\(node): address unknown"], done: done)
         }
         client.callFuture(request, timeout: TimeAmount(server.options.requestTimeout)).whenComplete { result in
             switch result {
@@ -74,7 +77,9 @@ final class RoutingKeyValueService: KeyValueService {
             case .failure(let error as RPCError):
                 switch error {
                 case .connectionFailed, .overloaded:  // never sent: the next node may take it
-                    self.attempt(request, candidates: candidates.dropFirst(), reasons: reasons + ["\(node): \(error)"], done: done)
+                    self.attempt(request, isRead: isRead, candidates: candidates.dropFirst(), reasons: reasons + ["\(node): \(error)"], done: done)
+                case .timedOut where isRead, .connectionClosed where isRead:  // a read changed nothing: the next node may answer it
+                    self.attempt(request, isRead: isRead, candidates: candidates.dropFirst(), reasons: reasons + ["\(node): \(error)"], done: done)
                 case .timedOut, .connectionClosed, .shutdown, .remote, .malformedFrame, .frameTooLarge:
                     done(.failure(APIError.unavailable(code: "coordinator_unavailable", message: "Coordinator \(node) did not answer in time (\(error)); the request may or may not have taken effect. Retry.")))
                 }
