@@ -135,7 +135,7 @@ public struct NodeHTTPAPI: HTTPResponder {
                     route = "/v1/kv/{table}/{key}/{operation}"
                     guard table.consistency == .linearizable else { throw APIError.notLinearizable(table.name) }
                     let rawKey = rest.count >= 4 ? rest.dropFirst(2).dropLast().joined(separator: "/") : ""
-                    return try await linearizableOperation(request, table: table, rawKey: rawKey, operation: String(rest.last!))
+                    return try await linearizableKeyValue(request, table: table, rawKey: rawKey, operation: String(rest.last!))
                 }
                 let rawKey = rest.count >= 3 ? rest.dropFirst(2).joined(separator: "/") : ""
                 if table.consistency == .linearizable {

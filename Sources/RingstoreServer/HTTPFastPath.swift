@@ -9,13 +9,15 @@ public import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
 import RingstoreCore
 
-/// A request the fast path serves itself: a GET, PUT or DELETE of an eventual
-/// table's key.
+/// A request the fast path serves itself: a GET, PUT or DELETE of a table's key, or
+/// a counter or set operation (a POST) on a linearizable table's key.
 public struct FastPathRequest: Sendable {
     public let head: HTTPRequest
     let uri: URI
     let table: TableDefinition
     let rawKey: String
+    /// The operation a POST names (its last path segment).
+    let operation: String?
     let started: ContinuousClock.Instant
 }
 
@@ -34,33 +36,47 @@ public protocol HTTPFastPath: Sendable {
 
 extension NodeHTTPAPI: HTTPFastPath {
     static let fastRoute = "/v1/kv/{table}/{key}"
+    static let fastOperationRoute = "/v1/kv/{table}/{key}/{operation}"
 
     public var bodyBytesMax: Int { maxValueBytes }
 
     public func accept(_ head: HTTPRequest) -> FastPathRequest? {
-        guard head.method == .get || head.method == .put || head.method == .delete,
+        guard head.method == .get || head.method == .put || head.method == .delete || head.method == .post,
               let target = head.path, target.utf8.starts(with: "/v1/kv/".utf8)
         else { return nil }
         // A body announced as too large is refused by the responder before it is read.
         if let length = head.headerFields[.contentLength].flatMap(Int.init), length > maxValueBytes { return nil }
         let uri = URI(target)
         let segments = uri.path.split(separator: "/", omittingEmptySubsequences: false)
-        // "", "v1", "kv", table, key…
-        guard segments.count >= 5,
-              let table = try? lookUpTable(String(segments[3])), table.consistency == .eventual
-        else { return nil }
+        // "", "v1", "kv", table, key…[, operation]
+        guard segments.count >= 5, let table = try? lookUpTable(String(segments[3])) else { return nil }
+        guard head.method == .post else {
+            return FastPathRequest(
+                head: head, uri: uri, table: table, rawKey: segments.dropFirst(4).joined(separator: "/"), operation: nil, started: .now)
+        }
+        // The responder explains a POST to an eventual table, or one without a key.
+        guard table.consistency == .linearizable, segments.count >= 6 else { return nil }
         return FastPathRequest(
-            head: head, uri: uri, table: table, rawKey: segments.dropFirst(4).joined(separator: "/"), started: .now)
+            head: head, uri: uri, table: table, rawKey: segments.dropFirst(4).dropLast().joined(separator: "/"),
+            operation: String(segments.last!), started: .now)
     }
 
     public func serve(_ request: FastPathRequest, body: ByteBuffer, done: @escaping @Sendable (HTTPReply) -> Void) {
         let head = request.head
-        serveKeyValue(
-            method: head.method, uri: request.uri, headers: head.headerFields, table: request.table, rawKey: request.rawKey,
-            body: head.method == .put ? body : nil
-        ) { [metrics] reply in
-            metrics.record(route: Self.fastRoute, method: head.method.rawValue, status: reply.status.code, duration: .now - request.started)
+        let route = request.operation == nil ? Self.fastRoute : Self.fastOperationRoute
+        let answered: @Sendable (HTTPReply) -> Void = { [metrics] reply in
+            metrics.record(route: route, method: head.method.rawValue, status: reply.status.code, duration: .now - request.started)
             done(reply)
+        }
+        let body = head.method == .put ? body : nil
+        if request.table.consistency == .linearizable {
+            serveLinearizable(
+                method: head.method, uri: request.uri, headers: head.headerFields, table: request.table, rawKey: request.rawKey,
+                operation: request.operation, body: body, done: answered)
+        } else {
+            serveKeyValue(
+                method: head.method, uri: request.uri, headers: head.headerFields, table: request.table, rawKey: request.rawKey, body: body,
+                done: answered)
         }
     }
 }

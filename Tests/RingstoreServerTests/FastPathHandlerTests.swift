@@ -18,7 +18,7 @@ final class ScriptedFastPath: HTTPFastPath, Sendable {
         guard head.path?.hasPrefix("/fast") == true else { return nil }
         return FastPathRequest(
             head: head, uri: .init(head.path!), table: TableDefinition(name: "t", n: 1, r: 1, w: 1, consistency: .eventual),
-            rawKey: "k", started: .now)
+            rawKey: "k", operation: nil, started: .now)
     }
 
     func serve(_ request: FastPathRequest, body: ByteBuffer, done: @escaping @Sendable (HTTPReply) -> Void) {

@@ -10,7 +10,7 @@ import RingstoreStorage
 import Testing
 
 /// How a test reaches the API: the responder alone, through Hummingbird's router test
-/// client, or a live server whose fast path serves the key routes of eventual tables.
+/// client, or a live server whose fast path serves the key routes.
 enum HTTPMode: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case responder
     case fastPath
@@ -136,6 +136,72 @@ struct HTTPAPITests {
                 #expect(String(buffer: response.body).contains("key_not_found"))
             }
             #expect(try await client.execute(uri: "/v1/tables/default", method: .delete).status == .conflict)
+        }
+    }
+
+    // Proves a linearizable table's routes answer alike through the responder and the fast path: ETags, preconditions, counters, capped sets, HEAD, and refusals that change nothing.
+    @Test(arguments: HTTPMode.allCases) func linearizableKeysAndOperations(mode: HTTPMode) async throws {
+        let node = try await NodeFixture.make()
+        defer { Task { await node.close() } }
+        try await node.app.test(mode.setup) { client in
+            #expect(try await client.execute(uri: "/v1/tables/seats", method: .put, body: body("{\"consistency\":\"linearizable\"}")).status == .created)
+            let etag = HTTPField.Name.eTag
+            func json(_ response: TestResponse) -> [String: Any] {
+                (try? JSONSerialization.jsonObject(with: Data(response.body.readableBytesView))) as? [String: Any] ?? [:]
+            }
+
+            // Bytes with If-None-Match, If-Match, a stale ETag, HEAD and DELETE.
+            let created = try await client.execute(uri: "/v1/kv/seats/note", method: .put, headers: [.ifNoneMatch: "*", .contentType: "text/plain"], body: body("one"))
+            #expect(created.status == .noContent && created.headers[etag] == "\"1\"")
+            let again = try await client.execute(uri: "/v1/kv/seats/note", method: .put, headers: [.ifNoneMatch: "*"], body: body("two"))
+            #expect(again.status == .preconditionFailed && again.headers[etag] == "\"1\"")
+            #expect(json(again)["error"] as? String == "precondition_failed")
+            #expect(try await client.execute(uri: "/v1/kv/seats/note", method: .put, headers: [.ifMatch: "\"1\"", .contentType: "text/plain"], body: body("two")).headers[etag] == "\"2\"")
+            let read = try await client.execute(uri: "/v1/kv/seats/note", method: .get)
+            #expect(read.status == .ok && String(buffer: read.body) == "two" && read.headers[etag] == "\"2\"")
+            #expect(read.headers[.contentType] == "text/plain" && read.headers[HTTPField.Name("X-Ringstore-Kind")!] == "bytes")
+            let head = try await client.execute(uri: "/v1/kv/seats/note", method: .head)
+            #expect(head.status == .ok && head.headers[etag] == "\"2\"" && head.body.readableBytes == 0)
+            #expect(try await client.execute(uri: "/v1/kv/seats/note", method: .delete, headers: [.ifMatch: "\"1\""]).status == .preconditionFailed)
+            #expect(try await client.execute(uri: "/v1/kv/seats/note", method: .delete, headers: [.ifMatch: "\"2\""]).status == .noContent)
+            #expect(try await client.execute(uri: "/v1/kv/seats/note", method: .get).status == .notFound)
+
+            // A bounded counter and a capped set.
+            let added = try await client.execute(uri: "/v1/kv/seats/c1/add?delta=2&max=3", method: .post)
+            #expect(added.status == .ok && json(added)["value"] as? Int == 2)
+            let over = try await client.execute(uri: "/v1/kv/seats/c1/add?delta=2&max=3", method: .post)
+            #expect(over.status == .conflict && json(over)["error"] as? String == "counter_out_of_bounds")
+            for member in ["s1", "s2"] {
+                #expect(try await client.execute(uri: "/v1/kv/seats/r%2F1/set-add?member=\(member)&cap=2", method: .post).status == .ok)
+            }
+            let full = try await client.execute(uri: "/v1/kv/seats/r%2F1/set-add?member=s3&cap=2", method: .post)
+            #expect(full.status == .conflict && json(full)["error"] as? String == "set_full" && json(full)["count"] as? Int == 2)
+            let removed = try await client.execute(uri: "/v1/kv/seats/r%2F1/set-remove?member=s1", method: .post)
+            #expect(removed.status == .ok && json(removed)["members"] as? [String] == ["s2"])
+            let emptySet = try await client.execute(uri: "/v1/kv/seats/none/set-remove?member=s1", method: .post)
+            #expect(emptySet.status == .ok && json(emptySet)["count"] as? Int == 0)
+
+            // Refusals: each a 400 with its code, and nothing changed.
+            let before = String(buffer: try await client.execute(uri: "/v1/kv/seats/c1", method: .get).body)
+            for (uri, method, headers, code) in [
+                ("/v1/kv/seats/c1/multiply?delta=2", HTTPRequest.Method.post, HTTPFields(), "unknown_operation"),
+                ("/v1/kv/seats/c1/add", .post, [:], "invalid_parameter"),
+                ("/v1/kv/seats/c1/add?delta=1&min=5&max=1", .post, [:], "invalid_parameter"),
+                ("/v1/kv/seats/c1/add?delta=x", .post, [:], "invalid_parameter"),
+                ("/v1/kv/seats/c1/add?delta=1&w=2", .post, [:], "not_applicable"),
+                ("/v1/kv/seats/c1/add?delta=1", .post, [.ifMatch: "\"1\""], "invalid_precondition"),
+                ("/v1/kv/seats/c1?r=1", .get, [:], "not_applicable"),
+                ("/v1/kv/seats/c1", .get, [.ifMatch: "\"1\""], "invalid_precondition"),
+                ("/v1/kv/seats/c1", .put, [.ifMatch: "\"01\""], "invalid_precondition"),
+                ("/v1/kv/seats/c1", .delete, [.ifMatch: "*", .ifNoneMatch: "*"], "invalid_precondition"),
+                ("/v1/kv/seats/r1/set-add?member=", .post, [:], "invalid_parameter"),
+                ("/v1/kv/seats/r1/set-add?member=a&cap=0", .post, [:], "invalid_parameter"),
+            ] {
+                let response = try await client.execute(uri: uri, method: method, headers: headers, body: method == .put ? body("x") : nil)
+                #expect(response.status == .badRequest, "\(method) \(uri)")
+                #expect(json(response)["error"] as? String == code, "\(method) \(uri)")
+            }
+            #expect(String(buffer: try await client.execute(uri: "/v1/kv/seats/c1", method: .get).body) == before)
         }
     }
 

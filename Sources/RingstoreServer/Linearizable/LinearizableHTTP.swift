@@ -1,5 +1,6 @@
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import HTTPTypes
 import NIOCore
 import RingstoreCore
@@ -12,97 +13,137 @@ extension NodeHTTPAPI {
     /// The operations `POST /v1/kv/{table}/{key}/{operation}` takes.
     static let linearizableOperations = ["add", "set-add", "set-remove"]
 
-    func linearizableKeyValue(_ request: Request, table: TableDefinition, rawKey: String) async throws -> Response {
-        let key = try Self.decodeKey(rawKey)
-        try Self.refuseEventualParameters(request)
-        switch request.method {
-        case .get, .head:
-            guard case .none = try Self.precondition(from: request) else {
-                throw APIError(.badRequest, code: "invalid_precondition", message: "If-Match and If-None-Match apply to PUT and DELETE; a read always returns the current value and its ETag.")
+    /// A key route of a linearizable table through the responder: the body collected,
+    /// then served as the fast path serves it; a HEAD answers a GET's status and headers.
+    func linearizableKeyValue(_ request: Request, table: TableDefinition, rawKey: String, operation: String? = nil) async throws -> Response {
+        var request = request
+        let body = request.method == .put ? ByteBuffer(bytes: try await collectValue(&request)) : nil
+        let method = request.method == .head ? .get : request.method
+        let reply = await withCheckedContinuation { continuation in
+            serveLinearizable(
+                method: method, uri: request.uri, headers: request.headers, table: table, rawKey: rawKey, operation: operation, body: body
+            ) { continuation.resume(returning: $0) }
+        }
+        if request.method == .head { return Response(status: reply.status, headers: reply.headers) }
+        return reply.response
+    }
+
+    /// Serves a key of a linearizable table — a GET, PUT or DELETE, or with
+    /// `operation` a POST of one of `linearizableOperations` — and answers through
+    /// `done` (once, on any thread). Nothing here waits: the fast path calls it on an
+    /// event loop.
+    func serveLinearizable(
+        method: HTTPRequest.Method, uri: URI, headers: HTTPFields, table: TableDefinition, rawKey: String, operation: String?,
+        body: ByteBuffer?, done: @escaping @Sendable (HTTPReply) -> Void
+    ) {
+        let path = uri.path
+        let answer: @Sendable (_ respond: @escaping @Sendable (LinearizableAnswer) throws -> HTTPReply) -> @Sendable (Result<LinearizableAnswer, any Error>) -> Void = { [self] respond in
+            { result in
+                do {
+                    done(try respond(result.get()))
+                } catch {
+                    done(errorReply(error, path: path))
+                }
             }
-            let answer = try await linearizable.run(table: table, key: key, change: .read)
-            let response = try Self.readResponse(answer, table: table.name)
-            return request.method == .head ? Response(status: response.status, headers: response.headers) : response
-        case .put:
-            let precondition = try Self.precondition(from: request)
-            var request = request
-            let value = try await collectValue(&request)
-            let contentType = request.headers[.contentType] ?? Self.defaultContentType
-            do { try Validation.checkContentType(contentType) } catch { throw APIError(error) }
-            let answer = try await linearizable.run(table: table, key: key, change: .put(contentType: contentType, data: value, precondition: precondition))
-            return try Self.writeResponse(answer)
-        case .delete:
-            let precondition = try Self.precondition(from: request)
-            let answer = try await linearizable.run(table: table, key: key, change: .delete(precondition: precondition))
-            return try Self.writeResponse(answer)
-        default:
-            throw APIError.internalError("internal inconsistency in routing: \(request.method) reached the linearizable handler")
+        }
+        do {
+            if let operation {
+                let (key, change) = try Self.operation(operation, uri: uri, headers: headers, rawKey: rawKey)
+                return linearizable.run(table: table, key: key, change: change, done: answer(Self.operationReply))
+            }
+            let key = try Self.decodeKey(rawKey)
+            try Self.refuseEventualParameters(uri, headers)
+            switch method {
+            case .get:
+                guard case .none = try Self.precondition(from: headers) else {
+                    throw APIError(.badRequest, code: "invalid_precondition", message: "If-Match and If-None-Match apply to PUT and DELETE; a read always returns the current value and its ETag.")
+                }
+                linearizable.run(table: table, key: key, change: .read, done: answer { try Self.readReply($0, table: table.name) })
+            case .put:
+                let precondition = try Self.precondition(from: headers)
+                let value = body.map { Array($0.readableBytesView) } ?? []
+                guard value.count <= maxValueBytes else { throw APIError(InputError.valueTooLarge(bytes: value.count, max: maxValueBytes)) }
+                let contentType = headers[.contentType] ?? Self.defaultContentType
+                do { try Validation.checkContentType(contentType) } catch { throw APIError(error) }
+                linearizable.run(
+                    table: table, key: key, change: .put(contentType: contentType, data: value, precondition: precondition), done: answer(Self.writeReply))
+            case .delete:
+                let precondition = try Self.precondition(from: headers)
+                linearizable.run(table: table, key: key, change: .delete(precondition: precondition), done: answer(Self.writeReply))
+            default:
+                throw APIError.internalError("internal inconsistency in routing: \(method) reached the linearizable handler")
+            }
+        } catch {
+            done(errorReply(error, path: path))
         }
     }
 
-    func linearizableOperation(_ request: Request, table: TableDefinition, rawKey: String, operation: String) async throws -> Response {
-        guard Self.linearizableOperations.contains(operation) else {
-            throw APIError(.badRequest, code: "unknown_operation", message: "'\(operation)' is not an operation on a key; POST /v1/kv/{table}/{key}/ takes one of: \(Self.linearizableOperations.joined(separator: ", ")).")
+    /// The key and change of `POST /v1/kv/{table}/{key}/{operation}`.
+    static func operation(_ operation: String, uri: URI, headers: HTTPFields, rawKey: String) throws(APIError) -> ([UInt8], LinearizableChange) {
+        guard linearizableOperations.contains(operation) else {
+            throw APIError(.badRequest, code: "unknown_operation", message: "'\(operation)' is not an operation on a key; POST /v1/kv/{table}/{key}/ takes one of: \(linearizableOperations.joined(separator: ", ")).")
         }
-        let key = try Self.decodeKey(rawKey)
-        try Self.refuseEventualParameters(request)
-        if request.headers[.ifMatch] != nil || request.headers[.ifNoneMatch] != nil {
+        let key = try decodeKey(rawKey)
+        try refuseEventualParameters(uri, headers)
+        if headers[.ifMatch] != nil || headers[.ifNoneMatch] != nil {
             throw APIError(.badRequest, code: "invalid_precondition", message: "If-Match and If-None-Match apply to PUT and DELETE; '\(operation)' checks its own bounds.")
         }
-        let change: LinearizableChange
         switch operation {
         case "add":
-            guard let delta = try Self.int64Parameter("delta", request) else {
-                throw Self.invalidParameter("delta is required: the amount to add, a whole number (negative to subtract)")
+            guard let delta = try int64Parameter("delta", uri) else {
+                throw invalidParameter("delta is required: the amount to add, a whole number (negative to subtract)")
             }
-            let min = try Self.int64Parameter("min", request) ?? .min
-            let max = try Self.int64Parameter("max", request) ?? .max
-            guard min <= max else { throw Self.invalidParameter("min=\(min) is above max=\(max)") }
-            change = .counterAdd(delta: delta, min: min, max: max)
+            let min = try int64Parameter("min", uri) ?? .min
+            let max = try int64Parameter("max", uri) ?? .max
+            guard min <= max else { throw invalidParameter("min=\(min) is above max=\(max)") }
+            return (key, .counterAdd(delta: delta, min: min, max: max))
         case "set-add":
-            let member = try Self.memberParameter(request)
+            let member = try memberParameter(uri)
             var cap = CASPaxosLimits.setMembersMax
-            if let text = request.uri.queryParameters["cap"] {
+            if let text = uri.queryParameters["cap"] {
                 guard let value = Int(text), (1...CASPaxosLimits.setMembersMax).contains(value) else {
-                    throw Self.invalidParameter("cap=\(text) must be a whole number from 1 to \(CASPaxosLimits.setMembersMax)")
+                    throw invalidParameter("cap=\(text) must be a whole number from 1 to \(CASPaxosLimits.setMembersMax)")
                 }
                 cap = value
             }
-            change = .setAdd(member: member, cap: cap)
+            return (key, .setAdd(member: member, cap: cap))
         default:
-            change = .setRemove(member: try Self.memberParameter(request))
+            return (key, .setRemove(member: try memberParameter(uri)))
         }
-        let answer = try await linearizable.run(table: table, key: key, change: change)
-        guard case .applied(let value) = answer else { return try Self.writeResponse(answer) }
+    }
+
+    /// The answer to a counter or set operation: the value after it, with its ETag.
+    static func operationReply(_ answer: LinearizableAnswer) throws -> HTTPReply {
+        guard case .applied(let value) = answer else { return try writeReply(answer) }
         guard let value, value.exists else {
             // Removing from an absent (or deleted) key leaves it absent: an empty set.
-            var response = Self.jsonResponse(.ok, "{\"members\":[],\"count\":0}")
-            if let value { response.headers[.eTag] = Self.etag(value) }
-            response.headers[Self.kindHeader] = Self.name(of: .set)
-            return response
+            var reply = jsonReply(.ok, "{\"members\":[],\"count\":0}")
+            if let value { reply.headers[.eTag] = etag(value) }
+            reply.headers[kindHeader] = name(of: .set)
+            return reply
         }
-        var response = Self.jsonResponse(.ok, Self.valueJSON(value))
-        Self.describe(value, in: &response.headers)
-        return response
+        var reply = jsonReply(.ok, valueJSON(value))
+        describe(value, in: &reply.headers)
+        return reply
     }
 
     // MARK: Parsing
 
     /// Linearizable keys have no per-request quorums and no contexts: every operation
     /// uses a majority, and versions are ETags.
-    static func refuseEventualParameters(_ request: Request) throws(APIError) {
-        for name in ["r", "w"] where request.uri.queryParameters[Substring(name)] != nil {
+    static func refuseEventualParameters(_ uri: URI, _ headers: HTTPFields) throws(APIError) {
+        for name in ["r", "w"] where uri.queryParameters[Substring(name)] != nil {
             throw APIError(.badRequest, code: "not_applicable", message: "\(name) does not apply to a linearizable table: every operation uses a majority of the key's replicas.")
         }
-        if request.headers[contextHeader] != nil {
+        if headers[contextHeader] != nil {
             throw APIError(.badRequest, code: "not_applicable", message: "A linearizable table has no contexts; use the ETag with If-Match to write only over what you read.")
         }
     }
 
     /// The precondition of `If-Match` (`"<version>"` or `*`) or `If-None-Match: *`.
-    static func precondition(from request: Request) throws(APIError) -> LinearizablePrecondition {
-        let ifMatch = request.headers[.ifMatch]
-        let ifNoneMatch = request.headers[.ifNoneMatch]
+    static func precondition(from headers: HTTPFields) throws(APIError) -> LinearizablePrecondition {
+        let ifMatch = headers[.ifMatch]
+        let ifNoneMatch = headers[.ifNoneMatch]
         switch (ifMatch, ifNoneMatch) {
         case (nil, nil):
             return .none
@@ -136,15 +177,15 @@ extension NodeHTTPAPI {
 
     static func etag(_ value: LinearizableValue) -> String { "\"\(value.version)\"" }
 
-    static func int64Parameter(_ name: String, _ request: Request) throws(APIError) -> Int64? {
-        guard let text = request.uri.queryParameters[Substring(name)] else { return nil }
+    static func int64Parameter(_ name: String, _ uri: URI) throws(APIError) -> Int64? {
+        guard let text = uri.queryParameters[Substring(name)] else { return nil }
         guard let value = Int64(text) else { throw invalidParameter("\(name)=\(text) is not a whole number from \(Int64.min) to \(Int64.max)") }
         return value
     }
 
-    static func memberParameter(_ request: Request) throws(APIError) -> String {
+    static func memberParameter(_ uri: URI) throws(APIError) -> String {
         // Query values arrive percent-decoded.
-        guard let raw = request.uri.queryParameters["member"] else {
+        guard let raw = uri.queryParameters["member"] else {
             throw invalidParameter("member is required: the member to add or remove")
         }
         let member = String(raw)
@@ -161,31 +202,31 @@ extension NodeHTTPAPI {
     // MARK: Responses
 
     /// A read: the value with its ETag and kind, or 404.
-    static func readResponse(_ answer: LinearizableAnswer, table: String) throws -> Response {
-        guard case .applied(let found) = answer else { return try writeResponse(answer) }
+    static func readReply(_ answer: LinearizableAnswer, table: String) throws -> HTTPReply {
+        guard case .applied(let found) = answer else { return try writeReply(answer) }
         guard let value = found, value.exists else {
             throw APIError(.notFound, code: "key_not_found", message: "The key has no value in table '\(table)'.")
         }
-        var response: Response
+        var reply: HTTPReply
         if case .bytes(let contentType, let data) = value.content {
             var headers = HTTPFields()
             headers[.contentType] = contentType
-            response = Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: data)))
+            reply = HTTPReply(status: .ok, headers: headers, body: ByteBuffer(bytes: data))
         } else {
-            response = jsonResponse(.ok, valueJSON(value))
+            reply = jsonReply(.ok, valueJSON(value))
         }
-        describe(value, in: &response.headers)
-        return response
+        describe(value, in: &reply.headers)
+        return reply
     }
 
     /// A put or delete (or the refusal and failure of any change): 204 with the new ETag,
     /// 412 or 409 with the current value, or 503.
-    static func writeResponse(_ answer: LinearizableAnswer) throws -> Response {
+    static func writeReply(_ answer: LinearizableAnswer) throws -> HTTPReply {
         switch answer {
         case .applied(let value):
-            var response = Response(status: .noContent)
-            if let value { response.headers[.eTag] = etag(value) }
-            return response
+            var reply = HTTPReply(status: .noContent)
+            if let value { reply.headers[.eTag] = etag(value) }
+            return reply
         case .refused(let reason, let current):
             throw refusalError(reason, current: current)
         case .failed(let failure, let message):

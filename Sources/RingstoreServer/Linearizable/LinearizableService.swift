@@ -8,7 +8,9 @@ import Synchronization
 /// The linearizable data path as the HTTP API sees it: runs one change on one key of
 /// a linearizable table and answers what happened.
 public protocol LinearizableService: Sendable {
-    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer
+    /// Runs `change` and answers through `done`, once, on any thread (the HTTP fast
+    /// path calls it from an event loop: nothing here waits).
+    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange, done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void)
     /// How many members each key's set holds, each read linearizably; in the order
     /// of `keys`.
     func memberCounts(table: TableDefinition, keys: [[UInt8]]) async throws -> [MemberCount]
@@ -33,6 +35,13 @@ public enum MemberCount: Sendable, Equatable {
 }
 
 extension LinearizableService {
+    /// `run(table:key:change:done:)` for a caller that waits.
+    public func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
+        try await withCheckedThrowingContinuation { continuation in
+            run(table: table, key: key, change: change) { continuation.resume(with: $0) }
+        }
+    }
+
     /// Each key read on its own, all at once.
     public func memberCounts(table: TableDefinition, keys: [[UInt8]]) async throws -> [MemberCount] {
         try await readEach(table: table, keys: keys).map(MemberCount.init)
@@ -70,33 +79,36 @@ final class NodeLinearizableService: LinearizableService {
         self.node = node
     }
 
-    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
+    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange, done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void) {
         let item = ItemKey(table: table.name, key: key, partitioning: partitioning)
         let request = LinearizableRequest(key: item, replicaCount: table.n, change: change)
+        let propose: @Sendable () -> Void = { [engine] in engine.run(request) { done(.success($0)) } }
         node?.operationsServed.add(1, ordering: .relaxed)
         guard let node, let leader = leader(of: request, in: node), leader != node.id, let client = node.client(for: leader) else {
-            return await engine.run(request)
+            return propose()
         }
         let message = RPCMessage(messageType: LinearizableRequest.type, body: ByteBuffer(bytes: request.encode()))
-        let failure: String
-        do {
-            let reply = try await client.call(message, timeout: Self.answerTimeout)
-            if reply.messageType == LinearizableRequest.replyType,
-               let answer = try? LinearizableAnswer(decoding: Array(reply.body.readableBytesView)) {
-                if case .failed(.notReady, _) = answer { return await engine.run(request) }
-                return answer
+        client.callFuture(message, timeout: Self.answerTimeout).whenComplete { result in
+            let failure: String
+            switch result {
+            case .success(let reply):
+                if reply.messageType == LinearizableRequest.replyType,
+                   let answer = try? LinearizableAnswer(decoding: Array(reply.body.readableBytesView)) {
+                    if case .failed(.notReady, _) = answer { return propose() }
+                    return done(.success(answer))
+                }
+                failure = "an answer of message type \(reply.messageType) that could not be read"
+            case .failure(RPCError.connectionFailed), .failure(RPCError.overloaded):
+                return propose()  // never sent
+            case .failure(let error):
+                failure = "\(error)"
             }
-            failure = "an answer of message type \(reply.messageType) that could not be read"
-        } catch RPCError.connectionFailed, RPCError.overloaded {
-            return await engine.run(request)  // never sent
-        } catch {
-            failure = "\(error)"
+            // Sent, and not answered: it may have been applied.
+            guard change.isIdempotent else {
+                return done(.success(.failed(.outcomeUnknown, message: "the key's leader \(leader) did not answer in time (\(failure)); the change may or may not have been applied")))
+            }
+            propose()
         }
-        // Sent, and not answered: it may have been applied.
-        guard change.isIdempotent else {
-            return .failed(.outcomeUnknown, message: "the key's leader \(leader) did not answer in time (\(failure)); the change may or may not have been applied")
-        }
-        return await engine.run(request)
     }
 
     /// The first home replica of the key that this node can reach.

@@ -161,45 +161,59 @@ final class RoutingLinearizableService: LinearizableService {
         return results.map { $0! }
     }
 
-    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
+    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange, done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void) {
         let routing = server.routing
         let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
         let candidates = routing.coordinators(for: item.partition)
-        guard !candidates.isEmpty else { throw RoutingKeyValueService.notFormed }
+        guard !candidates.isEmpty else { return done(.failure(RoutingKeyValueService.notFormed)) }
         let request = RPCMessage(
             messageType: LinearizableRequest.type,
             body: ByteBuffer(bytes: LinearizableRequest(key: item, replicaCount: table.n, change: change).encode()))
-        var reasons: [String] = []
-        for node in candidates {
-            guard let client = server.client(for: node) else {
-                reasons.append("\(node): address unknown")
-                continue
-            }
-            do {
-                let reply = try await client.call(request, timeout: Self.answerTimeout)
+        attempt(request, change: change, candidates: candidates[...], reasons: [], done: done)
+    }
+
+    /// Sends the operation to the first candidate; moves on to the next when it was
+    /// not sent, or when it was sent and not answered and running it twice is harmless.
+    private func attempt(
+        _ request: RPCMessage, change: LinearizableChange, candidates: ArraySlice<NodeID>, reasons: [String],
+        done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void
+    ) {
+        guard let node = candidates.first else {
+            return done(.success(.failed(.noQuorum, message: "no node of the key's preference list could run the operation (\(reasons.joined(separator: "; ")))")))
+        }
+        let next: @Sendable (String) -> Void = { [self] reason in
+            attempt(request, change: change, candidates: candidates.dropFirst(), reasons: reasons + ["\(node): \(reason)"], done: done)
+        }
+        guard let client = server.client(for: node) else { return next("address unknown") }
+        client.callFuture(request, timeout: Self.answerTimeout).whenComplete { result in
+            switch result {
+            case .success(let reply):
                 guard reply.messageType == LinearizableRequest.replyType else {
-                    throw APIError.internalError("node \(node) answered a linearizable operation with message type \(reply.messageType)")
+                    return done(.failure(APIError.internalError("node \(node) answered a linearizable operation with message type \(reply.messageType)")))
                 }
-                let answer = try LinearizableAnswer(decoding: Array(reply.body.readableBytesView))
+                let answer: LinearizableAnswer
+                do {
+                    answer = try LinearizableAnswer(decoding: Array(reply.body.readableBytesView))
+                } catch {
+                    return done(.failure(error))
+                }
                 // A node without a ring (it left, or has not formed yet) applied nothing.
-                if case .failed(.notReady, let message) = answer {
-                    reasons.append("\(node): \(message)")
-                    continue
-                }
-                return answer
-            } catch let error as RPCError {
+                if case .failed(.notReady, let message) = answer { return next(message) }
+                done(.success(answer))
+            case .failure(let error as RPCError):
                 switch error {
                 case .connectionFailed, .overloaded:
-                    reasons.append("\(node): \(error)")  // never sent: the next node may take it
+                    next("\(error)")  // never sent: the next node may take it
                 case .timedOut, .connectionClosed, .shutdown, .remote, .malformedFrame, .frameTooLarge:
                     guard change.isIdempotent else {
-                        return .failed(.outcomeUnknown, message: "coordinator \(node) did not answer in time (\(error)); the change may or may not have been applied")
+                        return done(.success(.failed(.outcomeUnknown, message: "coordinator \(node) did not answer in time (\(error)); the change may or may not have been applied")))
                     }
-                    reasons.append("\(node): \(error)")
+                    next("\(error)")
                 }
+            case .failure(let error):
+                done(.failure(error))
             }
         }
-        return .failed(.noQuorum, message: "no node of the key's preference list could run the operation (\(reasons.joined(separator: "; ")))")
     }
 }
 
