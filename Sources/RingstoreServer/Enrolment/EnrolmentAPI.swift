@@ -125,7 +125,7 @@ final class EnrolmentAPI: Sendable {
         case ("students", 4) where segments[2] == "enrolments":
             try expect([.post, .delete], request)
             let student = try await student(segments[1])
-            let code = segments[3].removingPercentEncoding ?? segments[3]
+            let code = Self.percentDecoded(segments[3])
             guard let subject = try await catalogue().first(where: { $0.code == code }) else {
                 throw APIError(.notFound, code: "subject_not_found", message: "There is no subject \(code) in the catalogue.")
             }
@@ -287,7 +287,7 @@ final class EnrolmentAPI: Sendable {
     }
 
     private func student(_ raw: String) async throws -> Student {
-        let id = raw.removingPercentEncoding ?? raw
+        let id = Self.percentDecoded(raw)
         guard Student.isValidID(id) else {
             throw APIError(.badRequest, code: "invalid_student_id", message: "'\(id)' is not a student id: an id is s followed by seven digits, like s1000001.")
         }
@@ -315,6 +315,13 @@ final class EnrolmentAPI: Sendable {
         } catch let error as APIError where error.status == .serviceUnavailable {
             throw unavailable(.noQuorum, "\(what) could not be read: not enough replicas answered")
         }
+    }
+
+    /// A path segment percent-decoded (as is when it is not valid percent-encoding);
+    /// most segments have no `%`, and skip Foundation's decoder.
+    static func percentDecoded(_ segment: String) -> String {
+        guard segment.utf8.contains(UInt8(ascii: "%")) else { return segment }
+        return segment.removingPercentEncoding ?? segment
     }
 
     // MARK: JSON
