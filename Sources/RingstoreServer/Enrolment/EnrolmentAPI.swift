@@ -91,9 +91,9 @@ final class EnrolmentAPI: Sendable {
     let linearizable: any LinearizableService
     private let catalogCache = Mutex<(subjects: [Subject], read: ContinuousClock.Instant)?>(nil)
     private let knownStudents = Mutex<[String: Student]>([:])
-    /// Each subject's JSON without its closing brace, encoded once: a page of the
-    /// catalogue shows 40 of them on every browse.
-    private let encodedSubjects = Mutex<[Subject: String]>([:])
+    /// Each subject's JSON without its closing brace, by code, with the subject it
+    /// encodes: a page of the catalogue shows 40 of them on every browse.
+    private let encodedSubjects = Mutex<[String: (subject: Subject, json: String)]>([:])
     /// How long the catalogue (not the seat numbers) is kept between reads.
     static let catalogTTL: Duration = .seconds(5)
 
@@ -259,15 +259,15 @@ final class EnrolmentAPI: Sendable {
     /// A subject as JSON with its seats taken and left.
     private func json(_ subject: Subject, enrolled: Int) throws -> String {
         let open: String
-        if let known = encodedSubjects.withLock({ $0[subject] }) {
-            open = known
+        if let known = encodedSubjects.withLock({ $0[subject.code] }), known.subject == subject {
+            open = known.json
         } else {
             var json = try Self.json(subject)
             json.removeLast()
             open = json
             encodedSubjects.withLock { encoded in
                 if encoded.count >= 1_000 { encoded.removeAll() }
-                encoded[subject] = json
+                encoded[subject.code] = (subject, json)
             }
         }
         return open + ",\"enrolled\":\(enrolled),\"seats_left\":\(max(0, subject.capacity - enrolled))}"

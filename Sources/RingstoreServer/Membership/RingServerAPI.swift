@@ -126,25 +126,25 @@ final class RoutingLinearizableService: LinearizableService {
         for (index, list) in replicas.enumerated() {
             for node in list { byNode[node, default: []].append(index) }
         }
-        let looks = await withTaskGroup(of: (NodeID, [Int], [CASPaxosAcceptedCount??]?).self) { group in
-            for (node, indices) in byNode {
-                group.addTask {
-                    guard routing.available.contains(node), let client = self.server.client(for: node) else { return (node, indices, nil) }
-                    let body = CASPaxosPeek.encodeManyRequest(indices.map { (items[$0], table.n) }, ringEpoch: ring.epoch)
-                    guard let reply = try? await client.call(RPCMessage(messageType: CASPaxosPeek.manyRequestType, body: ByteBuffer(bytes: body)), timeout: .milliseconds(500)),
-                          reply.messageType == CASPaxosPeek.manyReplyType,
-                          let answers = try? CASPaxosPeek.decodeManyReply(Array(reply.body.readableBytesView)), answers.count == indices.count
-                    else { return (node, indices, nil) }
-                    return (node, indices, answers)
-                }
+        // One call per node, all in flight at once, awaited together (no task per node).
+        var asked: [(indices: [Int], reply: EventLoopFuture<RPCMessage>)] = []
+        for (node, indices) in byNode {
+            guard routing.available.contains(node), let client = server.client(for: node) else { continue }
+            let body = CASPaxosPeek.encodeManyRequest(indices.map { (items[$0], table.n) }, ringEpoch: ring.epoch)
+            asked.append((indices, client.callFuture(RPCMessage(messageType: CASPaxosPeek.manyRequestType, body: ByteBuffer(bytes: body)), timeout: .milliseconds(500))))
+        }
+        var looks: [([Int], [CASPaxosAcceptedCount??])] = []
+        if let loop = asked.first?.reply.eventLoop {
+            let replies = (try? await EventLoopFuture.whenAllComplete(asked.map(\.reply), on: loop).get()) ?? []
+            for ((indices, _), result) in zip(asked, replies) {
+                guard case .success(let reply) = result, reply.messageType == CASPaxosPeek.manyReplyType,
+                      let answers = try? CASPaxosPeek.decodeManyReply(Array(reply.body.readableBytesView)), answers.count == indices.count
+                else { continue }
+                looks.append((indices, answers))
             }
-            var looks: [(NodeID, [Int], [CASPaxosAcceptedCount??]?)] = []
-            for await look in group { looks.append(look) }
-            return looks
         }
         var answered = Array(repeating: [CASPaxosAcceptedCount?](), count: keys.count)
-        for (_, indices, answers) in looks {
-            guard let answers else { continue }
+        for (indices, answers) in looks {
             for (position, index) in indices.enumerated() {
                 if case .some(let accepted) = answers[position] { answered[index].append(accepted) }
             }
