@@ -352,6 +352,32 @@ struct CASPaxosOnePhaseTests {
         #expect(second.promiseOfNext == CASPaxosPromise(ballot: ballot(6), value: counter(2, 2)))
     }
 
+    // Proves a read that answers after its prepare (the promises agree) leaves the promise of its own ballot, and a change from it accepts under that ballot; a read that re-proposes leaves the promise of next instead.
+    @Test func aReadThatOnlyPreparedLeavesItsOwnBallotsPromise() {
+        var read = CASPaxosProposer(key: key, change: .read, replicas: replicas, ballot: ballot(4), timeout: timeout, next: ballot(5))
+        _ = read.start()
+        let agreed = CASPaxosAcceptedValue(ballot: ballot(2), value: counter(3, 7))
+        _ = read.receive(.promise(key, ballot: ballot(4), accepted: agreed), from: replicas[0])
+        #expect(read.promiseOfNext == nil, "one promise is not a majority")
+        #expect(replies(read.receive(.promise(key, ballot: ballot(4), accepted: agreed), from: replicas[1])) == [.applied(counter(3, 7))])
+        let promise = try! #require(read.promiseOfNext)
+        #expect(promise == CASPaxosPromise(ballot: ballot(4), value: counter(3, 7)))
+
+        var change = CASPaxosProposer(key: key, change: .counterAdd(delta: 1, min: 0, max: 9), replicas: replicas,
+                                      promise: promise, timeout: timeout, next: ballot(6))
+        #expect(Set(sends(change.start()).values) == [.accept(key, ballot: ballot(4), value: counter(4, 8), next: ballot(6))])
+
+        var split = CASPaxosProposer(key: key, change: .read, replicas: replicas, ballot: ballot(7), timeout: timeout, next: ballot(8))
+        _ = split.start()
+        _ = split.receive(.promise(key, ballot: ballot(7), accepted: agreed), from: replicas[0])
+        let accepts = split.receive(.promise(key, ballot: ballot(7), accepted: nil), from: replicas[1])
+        #expect(Set(sends(accepts).values) == [.accept(key, ballot: ballot(7), value: counter(3, 7), next: ballot(8))])
+        #expect(split.promiseOfNext == nil, "nothing is promised until a majority accepts")
+        _ = split.receive(.accepted(key, ballot: ballot(7)), from: replicas[0])
+        _ = split.receive(.accepted(key, ballot: ballot(7)), from: replicas[1])
+        #expect(split.promiseOfNext == CASPaxosPromise(ballot: ballot(8), value: counter(3, 7)))
+    }
+
     // Proves a read from a promise still runs the accept phase, and another proposer's higher promise ends it as a conflict.
     @Test func aStalePromiseEndsInAConflict() {
         var read = CASPaxosProposer(key: key, change: .read, replicas: replicas, promise: CASPaxosPromise(ballot: ballot(5), value: counter(1, 1)),

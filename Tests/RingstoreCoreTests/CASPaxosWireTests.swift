@@ -40,6 +40,9 @@ struct CASPaxosWireTests {
             let request = LinearizableRequest(key: key, replicaCount: 3, change: change)
             #expect(try LinearizableRequest(decoding: request.encode()) == request)
         }
+        let forUpdate = LinearizableRequest(key: key, replicaCount: 3, change: .read, forUpdate: true)
+        #expect(try LinearizableRequest(decoding: forUpdate.encode()) == forUpdate)
+        #expect(forUpdate.encode() == LinearizableRequest(key: key, replicaCount: 3, change: .read).encode() + [1])
         let answers: [LinearizableAnswer] = [
             .applied(nil), .applied(LinearizableValue(version: 3, content: .set(["a", "b"]))),
             .refused(.preconditionFailed, current: counter(1, 1)),
@@ -63,6 +66,7 @@ struct CASPaxosWireTests {
         #expect(throws: DecodeError.self) { try CASPaxosReply.decode(type: prepareType, body: prepareBody) }
         let valid = LinearizableRequest(key: key, replicaCount: 3, change: .read).encode()
         #expect(throws: DecodeError.self) { try LinearizableRequest(decoding: valid + [0]) }
+        #expect(throws: DecodeError.self) { try LinearizableRequest(decoding: valid + [1, 1]) }
         #expect(throws: DecodeError.self) { try LinearizableAnswer(decoding: [9]) }
         #expect(throws: DecodeError.self) { try LinearizableAnswer(decoding: [3, 7, 0]) }
     }

@@ -106,8 +106,12 @@ public struct CASPaxosProposer: Sendable {
     /// promises), once the accept phase began; `.none` before. With a batch, the shell
     /// replays the changes from it to tell each its own outcome.
     public private(set) var found: LinearizableValue??
-    /// The promise of `next` this attempt earned: set when a majority accepted an
-    /// accept that carried `next` (the value is the one accepted).
+    /// The promise this attempt leaves for the key's next change: of `next`, when a
+    /// majority accepted an accept that carried it (the value is the one accepted);
+    /// or of `ballot` itself, when the attempt answered after its prepare phase
+    /// without sending accepts (a read or refusal that found a chosen value): a
+    /// majority promised `ballot`, nothing was accepted under it, and a change that
+    /// starts from it runs the phase 2 this attempt skipped.
     public private(set) var promiseOfNext: CASPaxosPromise?
 
     /// Creates an operation; `replicas` MUST be the key's distinct home replicas. With
@@ -307,6 +311,7 @@ public struct CASPaxosProposer: Sendable {
         let changes = proposed != current
         if !changes, mayFinishWithoutAccepts {
             state = .finished
+            promiseOfNext = CASPaxosPromise(ballot: ballot, value: current)
             return [.reply(answer)]
         }
         state = .accepting(proposed: proposed, answer: answer, changes: changes, accepted: [], rejected: [], highest: nil)

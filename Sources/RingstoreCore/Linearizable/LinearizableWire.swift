@@ -141,6 +141,11 @@ public struct LinearizableRequest: Hashable, Sendable {
     public var replicaCount: Int
     /// The change to apply.
     public var change: LinearizableChange
+    /// For a read: the caller means to change the key soon after (an enrolment reads
+    /// a student's subjects, then adds one). A leader that holds no promise for the
+    /// key then reads with a prepare instead of a look, and keeps the promise, so the
+    /// change skips its prepare phase.
+    public var forUpdate: Bool
 
     /// The request's message type.
     public static let type: UInt16 = 310
@@ -148,18 +153,21 @@ public struct LinearizableRequest: Hashable, Sendable {
     public static let replyType: UInt16 = 311
 
     /// Creates a request.
-    public init(key: ItemKey, replicaCount: Int, change: LinearizableChange) {
+    public init(key: ItemKey, replicaCount: Int, change: LinearizableChange, forUpdate: Bool = false) {
         self.key = key
         self.replicaCount = replicaCount
         self.change = change
+        self.forUpdate = forUpdate
     }
 
-    /// The body: the key, the replica count (1 byte), the change.
+    /// The body: the key, the replica count (1 byte), the change, and a byte 1 when
+    /// `forUpdate` (absent otherwise).
     public func encode() -> [UInt8] {
         var writer = ByteWriter(capacity: 64)
         key.encode(into: &writer)
         writer.writeUInt8(UInt8(clamping: replicaCount))
         change.encode(into: &writer)
+        if forUpdate { writer.writeUInt8(1) }
         return writer.bytes
     }
 
@@ -172,6 +180,11 @@ public struct LinearizableRequest: Hashable, Sendable {
             throw DecodeError("replica count \(replicaCount) is outside 1...\(Limits.replicasMax)")
         }
         change = try LinearizableChange(from: &reader)
+        forUpdate = false
+        if !reader.isAtEnd {
+            guard try reader.readUInt8() == 1 else { throw DecodeError("a linearizable request's last byte must be 1 (for update)") }
+            forUpdate = true
+        }
         try reader.expectEnd()
     }
 }

@@ -147,7 +147,8 @@ final class EnrolmentAPI: Sendable {
     // MARK: Enrol and drop
 
     private func enrol(_ student: Student, in subject: Subject) async throws -> Response {
-        let codes = try await enrolledCodes(of: student.id)
+        // Read for update: the student's set is changed below when the seat is taken.
+        let codes = try await enrolledCodes(of: student.id, forUpdate: true)
         if codes.contains(subject.code) {
             throw APIError(.conflict, code: "already_enrolled", message: "You are already enrolled in \(subject.code) \(subject.title).")
         }
@@ -218,13 +219,13 @@ final class EnrolmentAPI: Sendable {
         return table
     }
 
-    private func change(_ key: String, _ change: LinearizableChange) async throws -> LinearizableAnswer {
-        try await linearizable.run(table: try table(EnrolmentTables.enrolment), key: Array(key.utf8), change: change)
+    private func change(_ key: String, _ change: LinearizableChange, forUpdate: Bool = false) async throws -> LinearizableAnswer {
+        try await linearizable.run(table: try table(EnrolmentTables.enrolment), key: Array(key.utf8), change: change, forUpdate: forUpdate)
     }
 
     /// The members of a set key (empty when absent), read linearizably.
-    private func members(_ key: String) async throws -> [String] {
-        switch try await change(key, .read) {
+    private func members(_ key: String, forUpdate: Bool = false) async throws -> [String] {
+        switch try await change(key, .read, forUpdate: forUpdate) {
         case .applied(let value):
             guard let value, case .set(let members) = value.content else { return [] }
             return members
@@ -235,8 +236,8 @@ final class EnrolmentAPI: Sendable {
         }
     }
 
-    private func enrolledCodes(of student: String) async throws -> Set<String> {
-        Set(try await members(EnrolmentTables.studentKey(student)))
+    private func enrolledCodes(of student: String, forUpdate: Bool = false) async throws -> Set<String> {
+        Set(try await members(EnrolmentTables.studentKey(student), forUpdate: forUpdate))
     }
 
     /// Every subject as JSON with its seats taken and left, read concurrently.

@@ -120,8 +120,13 @@ final class LinearizableEngine: Sendable {
     /// Nothing waits in a task: the operation moves on in the callbacks of the
     /// messages it sends and of the storage engine, on whichever thread delivers
     /// them, and `done` is called on one of those threads.
+    ///
+    /// A read looks at the replicas first (one round trip, nothing written), unless
+    /// it is `forUpdate` and this node holds no promise for the key: then it runs as
+    /// an operation, whose prepare leaves the promise for the change that follows.
     func run(_ request: LinearizableRequest, done: @escaping @Sendable (LinearizableAnswer) -> Void) {
         guard request.change == .read else { return enqueue(request, done) }
+        if request.forUpdate, promises.withLock({ $0[request.key] == nil }) { return enqueue(request, done) }
         peekRead(request) { [self] found in
             if case .some(let value) = found {
                 metrics.peekReads.increment()

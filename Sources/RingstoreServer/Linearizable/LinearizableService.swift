@@ -9,8 +9,11 @@ import Synchronization
 /// a linearizable table and answers what happened.
 public protocol LinearizableService: Sendable {
     /// Runs `change` and answers through `done`, once, on any thread (the HTTP fast
-    /// path calls it from an event loop: nothing here waits).
-    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange, done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void)
+    /// path calls it from an event loop: nothing here waits). `forUpdate` marks a
+    /// read that the caller follows with a change (`LinearizableRequest.forUpdate`).
+    func run(
+        table: TableDefinition, key: [UInt8], change: LinearizableChange, forUpdate: Bool,
+        done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void)
     /// How many members each key's set holds, each read linearizably; in the order
     /// of `keys`.
     func memberCounts(table: TableDefinition, keys: [[UInt8]]) async throws -> [MemberCount]
@@ -35,10 +38,14 @@ public enum MemberCount: Sendable, Equatable {
 }
 
 extension LinearizableService {
-    /// `run(table:key:change:done:)` for a caller that waits.
-    public func run(table: TableDefinition, key: [UInt8], change: LinearizableChange) async throws -> LinearizableAnswer {
+    public func run(table: TableDefinition, key: [UInt8], change: LinearizableChange, done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void) {
+        run(table: table, key: key, change: change, forUpdate: false, done: done)
+    }
+
+    /// `run(table:key:change:forUpdate:done:)` for a caller that waits.
+    public func run(table: TableDefinition, key: [UInt8], change: LinearizableChange, forUpdate: Bool = false) async throws -> LinearizableAnswer {
         try await withCheckedThrowingContinuation { continuation in
-            run(table: table, key: key, change: change) { continuation.resume(with: $0) }
+            run(table: table, key: key, change: change, forUpdate: forUpdate) { continuation.resume(with: $0) }
         }
     }
 
@@ -79,9 +86,12 @@ final class NodeLinearizableService: LinearizableService {
         self.node = node
     }
 
-    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange, done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void) {
+    func run(
+        table: TableDefinition, key: [UInt8], change: LinearizableChange, forUpdate: Bool,
+        done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void
+    ) {
         let item = ItemKey(table: table.name, key: key, partitioning: partitioning)
-        let request = LinearizableRequest(key: item, replicaCount: table.n, change: change)
+        let request = LinearizableRequest(key: item, replicaCount: table.n, change: change, forUpdate: forUpdate)
         let propose: @Sendable () -> Void = { [engine] in engine.run(request) { done(.success($0)) } }
         node?.operationsServed.add(1, ordering: .relaxed)
         guard let node, let leader = leader(of: request, in: node), leader != node.id, let client = node.client(for: leader) else {

@@ -161,14 +161,17 @@ final class RoutingLinearizableService: LinearizableService {
         return results.map { $0! }
     }
 
-    func run(table: TableDefinition, key: [UInt8], change: LinearizableChange, done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void) {
+    func run(
+        table: TableDefinition, key: [UInt8], change: LinearizableChange, forUpdate: Bool,
+        done: @escaping @Sendable (Result<LinearizableAnswer, any Error>) -> Void
+    ) {
         let routing = server.routing
         let item = ItemKey(table: table.name, key: key, partitioning: routing.partitioning)
         let candidates = routing.coordinators(for: item.partition)
         guard !candidates.isEmpty else { return done(.failure(RoutingKeyValueService.notFormed)) }
         let request = RPCMessage(
             messageType: LinearizableRequest.type,
-            body: ByteBuffer(bytes: LinearizableRequest(key: item, replicaCount: table.n, change: change).encode()))
+            body: ByteBuffer(bytes: LinearizableRequest(key: item, replicaCount: table.n, change: change, forUpdate: forUpdate).encode()))
         attempt(request, change: change, candidates: candidates[...], reasons: [], done: done)
     }
 
