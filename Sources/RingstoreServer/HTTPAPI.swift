@@ -135,13 +135,10 @@ public struct NodeHTTPAPI: HTTPResponder {
                     route = "/v1/kv/{table}/{key}/{operation}"
                     guard table.consistency == .linearizable else { throw APIError.notLinearizable(table.name) }
                     let rawKey = rest.count >= 4 ? rest.dropFirst(2).dropLast().joined(separator: "/") : ""
-                    return try await linearizableKeyValue(request, table: table, rawKey: rawKey, operation: String(rest.last!))
+                    return try await keyRoute(request, table: table, rawKey: rawKey, operation: String(rest.last!))
                 }
                 let rawKey = rest.count >= 3 ? rest.dropFirst(2).joined(separator: "/") : ""
-                if table.consistency == .linearizable {
-                    return try await linearizableKeyValue(request, table: table, rawKey: rawKey)
-                }
-                return try await keyValue(request, table: table, rawKey: rawKey)
+                return try await keyRoute(request, table: table, rawKey: rawKey)
             default:
                 throw APIError.routeNotFound(path)
             }
@@ -177,22 +174,38 @@ public struct NodeHTTPAPI: HTTPResponder {
         }
     }
 
-    /// A key route of an eventual table through the responder: a HEAD, and requests
-    /// the fast path leaves here (a body announced as too large, a server built
-    /// without the fast path, tests of the router alone).
-    private func keyValue(_ request: Request, table: TableDefinition, rawKey: String) async throws -> Response {
-        _ = try Self.decodeKey(rawKey)
+    /// A key route through the responder: a HEAD, and requests the fast path leaves
+    /// here (a body announced as too large, a server built without the fast path,
+    /// tests of the router alone). The body is collected, then the request is served
+    /// as the fast path serves it; a HEAD answers a GET's status and headers without
+    /// its body (curl -I, caches).
+    private func keyRoute(_ request: Request, table: TableDefinition, rawKey: String, operation: String? = nil) async throws -> Response {
+        // A bad key is refused before a body is read (an operation names itself first).
+        if operation == nil { _ = try Self.decodeKey(rawKey) }
         var request = request
         let body = request.method == .put ? ByteBuffer(bytes: try await collectValue(&request)) : nil
         let method = request.method == .head ? .get : request.method
         let reply = await withCheckedContinuation { continuation in
-            serveKeyValue(method: method, uri: request.uri, headers: request.headers, table: table, rawKey: rawKey, body: body) {
+            serveKey(method: method, uri: request.uri, headers: request.headers, table: table, rawKey: rawKey, operation: operation, body: body) {
                 continuation.resume(returning: $0)
             }
         }
-        // A HEAD answers a GET's status and headers without its body (curl -I, caches).
         if request.method == .head { return Response(status: reply.status, headers: reply.headers) }
         return reply.response
+    }
+
+    /// Serves a key route of either kind of table through `done` (once, on any
+    /// thread): `serveKeyValue` for an eventual table, `serveLinearizable` (which also
+    /// takes the POST operations) for a linearizable one.
+    func serveKey(
+        method: HTTPRequest.Method, uri: URI, headers: HTTPFields, table: TableDefinition, rawKey: String, operation: String?,
+        body: ByteBuffer?, done: @escaping @Sendable (HTTPReply) -> Void
+    ) {
+        if table.consistency == .linearizable {
+            serveLinearizable(method: method, uri: uri, headers: headers, table: table, rawKey: rawKey, operation: operation, body: body, done: done)
+        } else {
+            serveKeyValue(method: method, uri: uri, headers: headers, table: table, rawKey: rawKey, body: body, done: done)
+        }
     }
 
     /// Serves a GET, PUT or DELETE of an eventual table's key and answers through

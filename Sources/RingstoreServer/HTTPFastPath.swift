@@ -68,16 +68,9 @@ extension NodeHTTPAPI: HTTPFastPath {
             metrics.record(route: route, method: head.method.rawValue, status: reply.status.code, duration: .now - request.started)
             done(reply)
         }
-        let body = head.method == .put ? body : nil
-        if request.table.consistency == .linearizable {
-            serveLinearizable(
-                method: head.method, uri: request.uri, headers: head.headerFields, table: request.table, rawKey: request.rawKey,
-                operation: request.operation, body: body, done: answered)
-        } else {
-            serveKeyValue(
-                method: head.method, uri: request.uri, headers: head.headerFields, table: request.table, rawKey: request.rawKey, body: body,
-                done: answered)
-        }
+        serveKey(
+            method: head.method, uri: request.uri, headers: head.headerFields, table: request.table, rawKey: request.rawKey,
+            operation: request.operation, body: head.method == .put ? body : nil, done: answered)
     }
 }
 

@@ -13,21 +13,6 @@ extension NodeHTTPAPI {
     /// The operations `POST /v1/kv/{table}/{key}/{operation}` takes.
     static let linearizableOperations = ["add", "set-add", "set-remove"]
 
-    /// A key route of a linearizable table through the responder: the body collected,
-    /// then served as the fast path serves it; a HEAD answers a GET's status and headers.
-    func linearizableKeyValue(_ request: Request, table: TableDefinition, rawKey: String, operation: String? = nil) async throws -> Response {
-        var request = request
-        let body = request.method == .put ? ByteBuffer(bytes: try await collectValue(&request)) : nil
-        let method = request.method == .head ? .get : request.method
-        let reply = await withCheckedContinuation { continuation in
-            serveLinearizable(
-                method: method, uri: request.uri, headers: request.headers, table: table, rawKey: rawKey, operation: operation, body: body
-            ) { continuation.resume(returning: $0) }
-        }
-        if request.method == .head { return Response(status: reply.status, headers: reply.headers) }
-        return reply.response
-    }
-
     /// Serves a key of a linearizable table — a GET, PUT or DELETE, or with
     /// `operation` a POST of one of `linearizableOperations` — and answers through
     /// `done` (once, on any thread). Nothing here waits: the fast path calls it on an
