@@ -47,7 +47,11 @@ final class AcceptorStore: Sendable {
 
     /// The stored state of `key`; the empty state for a key never seen.
     func state(of key: ItemKey) throws -> CASPaxosAcceptorState {
-        guard let bytes = try storage.get(partition: key.partition, key: key.acceptorStorageKey) else { return CASPaxosAcceptorState() }
+        try storedState(of: key, storageKey: key.acceptorStorageKey)
+    }
+
+    private func storedState(of key: ItemKey, storageKey: [UInt8]) throws -> CASPaxosAcceptorState {
+        guard let bytes = try storage.get(partition: key.partition, key: storageKey) else { return CASPaxosAcceptorState() }
         return try CASPaxosAcceptorState(decoding: bytes)
     }
 
@@ -61,7 +65,7 @@ final class AcceptorStore: Sendable {
         if let known = stripe.remembered[storageKey], known.sequence == sequence { return known.state }
         // Read after the sequence: if the record changes in between, the state is newer
         // than the sequence it is remembered with, which then never matches again.
-        let state = try state(of: key)
+        let state = try storedState(of: key, storageKey: storageKey)
         remember(state, sequence: sequence, storageKey: storageKey, in: &stripe)
         return state
     }
