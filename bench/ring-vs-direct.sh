@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Through a ring server or straight to a coordinator: 2 ring servers and 3 nodes
 # (N=3, R=W=2, durability always, 100-byte values, 10,000 keys). The same cluster is
-# measured three ways:
+# measured four ways:
+#   - `ringstore bench run --mode ring`: the Swift client through the two ring
+#     servers over the node protocol (each passes a request on to a coordinator);
+#   - `ringstore bench run --mode direct`: the partition-aware Swift client straight
+#     to a coordinator over the node protocol;
 #   - wrk over HTTP against the two ring servers (each forwards to a coordinator);
-#   - wrk over HTTP against the three nodes (each coordinates);
-#   - `ringstore bench run --mode direct`: the partition-aware Swift client over
-#     the node protocol.
+#   - wrk over HTTP against the three nodes (each coordinates).
 #
 #   bench/ring-vs-direct.sh [seconds] [connections]
 #
@@ -50,18 +52,20 @@ for i in range(keys):
 PY
 
 export KEYS=$keys
-direct_run() { # name workload -> RESULT line from the Swift client
-  bench_run "$1" --url "http://127.0.0.1:${rs_http[0]},http://127.0.0.1:${rs_http[1]}" --mode direct \
-    --workload "$2" --concurrency "$connections" --duration "$seconds" --value-size 100 --keys "$keys"
+client_run() { # name mode workload -> RESULT line from the Swift client
+  bench_run "$1" --url "http://127.0.0.1:${rs_http[0]},http://127.0.0.1:${rs_http[1]}" --mode "$2" \
+    --workload "$3" --concurrency "$connections" --duration "$seconds" --value-size 100 --keys "$keys"
 }
 
 results=()
+results+=("$(client_run 'GET through the ring servers (Swift client, node protocol)' ring c)")
+results+=("$(client_run 'GET direct (Swift client, node protocol)' direct c)")
 results+=("$(wrk_spread 'GET through the ring servers (wrk, HTTP)' get.lua "${rs_http[@]}")")
 results+=("$(wrk_spread 'GET to the nodes (wrk, HTTP)' get.lua "${node_http[@]}")")
-results+=("$(direct_run 'GET direct (Swift client, node protocol)' c)")
+results+=("$(client_run 'PUT through the ring servers (Swift client, node protocol)' ring w)")
+results+=("$(client_run 'PUT direct (Swift client, node protocol)' direct w)")
 results+=("$(wrk_spread 'PUT through the ring servers (wrk, HTTP)' put.lua "${rs_http[@]}")")
 results+=("$(wrk_spread 'PUT to the nodes (wrk, HTTP)' put.lua "${node_http[@]}")")
-results+=("$(direct_run 'PUT direct (Swift client, node protocol)' w)")
 
 out="bench/results/ring-vs-direct-$(date -u +%F).md"
 {

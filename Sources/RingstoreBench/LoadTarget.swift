@@ -12,12 +12,19 @@ public enum LoadTarget: Sendable {
         case http
         /// The partition-aware client: straight to a home replica over the node protocol.
         case direct
+        /// The same client through the ring servers: each request over the node
+        /// protocol to a ring server, which passes it on to a coordinator.
+        case ring
     }
 
     public init(mode: Mode, endpoints: [Endpoint]) {
         switch mode {
         case .http: self = .http(RingstoreHTTPClient(endpoints: endpoints))
         case .direct: self = .direct(RingstoreClusterClient(endpoints: endpoints))
+        case .ring:
+            var configuration = ClusterClientConfiguration()
+            configuration.routing = .throughRingServers
+            self = .direct(RingstoreClusterClient(endpoints: endpoints, configuration: configuration))
         }
     }
 

@@ -68,8 +68,14 @@ final class RoutingTable: Sendable {
     /// The ring as served, for refreshes to compare against.
     let document: RingDocument
 
+    /// - Parameter routers: when set, every partition's candidates are these (ring
+    ///   servers, which pass each request on to a coordinator), in this order: one
+    ///   client keeps to one ring server while it answers, so that the server reads
+    ///   and writes its requests in large batches; else the partition's preference
+    ///   list.
     init(
-        document: RingDocument, ring: Ring, nodes: [String: NodeConnection], tables: [String: TableSettings], http: RingstoreHTTPClient
+        document: RingDocument, ring: Ring, nodes: [String: NodeConnection], tables: [String: TableSettings], http: RingstoreHTTPClient,
+        routers: [NodeConnection]? = nil
     ) {
         self.epoch = ring.epoch
         self.partitioning = ring.partitioning
@@ -77,6 +83,10 @@ final class RoutingTable: Sendable {
         self.tables = tables
         self.http = http
         self.document = document
+        if let routers, !routers.isEmpty {
+            self.preference = Array(repeating: routers, count: ring.partitioning.partitionCount)
+            return
+        }
         // A preference list longer than the most replicas plus a few fallbacks is never walked.
         let listCount = min(ring.members.count, Limits.replicasMax + RoutingTable.fallbacksTried)
         var lists: [[NodeConnection]] = []
@@ -118,6 +128,13 @@ struct RingDocument: Decodable, Sendable, Equatable {
     var epoch: UInt64
     var owners: [String]
     var members: [Member]?
+    /// The ring servers' node-protocol addresses, when a ring server serves the ring.
+    var ringServers: [Member]?
+
+    enum CodingKeys: String, CodingKey {
+        case partitions, epoch, owners, members
+        case ringServers = "ring_servers"
+    }
 }
 
 /// `GET /v1/tables` as the client reads it.

@@ -57,7 +57,7 @@ public enum TransportError: Error, Sendable, CustomStringConvertible {
         case .timedOut(let endpoint): "\(endpoint) did not answer in time"
         case .malformedReply(let endpoint): "\(endpoint) sent a reply that is not HTTP"
         case .writeOutcomeUnknown(let node, let address, let reason):
-            "the write was sent to node \(node) (\(address)) but no reply came (\(reason)); it may or may not have been applied. Read the key to find out before writing again."
+            "the write was sent to \(node) (\(address)) but no reply came (\(reason)); it may or may not have been applied. Read the key to find out before writing again."
         }
     }
 }

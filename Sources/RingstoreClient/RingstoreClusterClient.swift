@@ -26,9 +26,22 @@ public struct ClusterClientConfiguration: Sendable {
     /// node checks them against its own `--max-value-bytes`. The node protocol does not
     /// carry that setting yet, so this defaults to the nodes' default limit (1 MiB).
     public var directValueBytesMax: Int = 1 << 20
+    /// Where requests go over the node protocol.
+    public var routing: ClusterClientRouting = .partitionAware
 
     /// The defaults above.
     public init() {}
+}
+
+/// Where a `RingstoreClusterClient` sends requests over the node protocol.
+public enum ClusterClientRouting: Sendable {
+    /// Straight to a coordinator of the key (Dynamo §6.4): the fewest hops.
+    case partitionAware
+    /// To the ring servers, which pass each request on to a coordinator of the key
+    /// (a load balancer's place in Dynamo §6.4): one hop more, and no ring to hold
+    /// beyond the ring servers' addresses. Used when the ring lists ring servers;
+    /// otherwise requests go straight to coordinators.
+    case throughRingServers
 }
 
 /// Counts of what a `RingstoreClusterClient` did, since it was created.
@@ -63,6 +76,9 @@ public struct ClusterClientStatistics: Sendable, Equatable {
 ///   ring servers.
 /// - Contexts are the same opaque base64 strings as HTTP's `X-Ringstore-Context`, so a
 ///   program may mix this client, the HTTP client and curl.
+/// - With `ClusterClientConfiguration.routing` set to `.throughRingServers`, requests
+///   go over the node protocol to the ring servers the ring lists instead, which pass
+///   each on to a coordinator; the client keeps to the first while it answers.
 ///
 /// Thread-safe: any number of tasks may call it at once. The owner MUST call
 /// `shutdown()` when done, which closes the node connections.
@@ -330,6 +346,9 @@ public final class RingstoreClusterClient: Sendable {
             // Never sent: safe to send elsewhere. The node may have left the ring.
             node.passOver(for: configuration.nodePassOverDuration)
             requestRefresh()
+        case .remote(PeerCodec.outcomeUnknownCode, let message) where isWrite:
+            // A ring server passed the write on and its coordinator did not answer.
+            throw TransportError.writeOutcomeUnknown(node: node.id, address: node.address, reason: message)
         case .overloaded, .remote:
             // Never run there (too many calls on the connection, or refused by the node).
             return
@@ -451,7 +470,19 @@ public final class RingstoreClusterClient: Sendable {
             }
         }
         guard ring.members.contains(where: { nodes[$0.rawValue] != nil }) else { return nil }
-        return RoutingTable(document: document, ring: ring, nodes: nodes, tables: tables, http: httpClient(for: document))
+        var routers: [NodeConnection]?
+        if configuration.routing == .throughRingServers, let ringServers = document.ringServers, !ringServers.isEmpty {
+            // Keyed apart from the members, whose ids they may share.
+            routers = ringServers.compactMap { ringServer in
+                guard let (host, port) = ringServer.rpc.flatMap(splitHostPort) else { return nil }
+                let key = "ring server \(ringServer.id)"
+                let connection = existing[key].flatMap { $0.address == "\(host):\(port)" ? $0 : nil }
+                    ?? NodeConnection(id: ringServer.id, host: host, port: port, eventLoop: eventLoop, connectTimeout: configuration.connectTimeout)
+                nodes[key] = connection
+                return connection
+            }
+        }
+        return RoutingTable(document: document, ring: ring, nodes: nodes, tables: tables, http: httpClient(for: document), routers: routers)
     }
 
     /// The HTTP path for a ring: the configured endpoints first, then the members'.

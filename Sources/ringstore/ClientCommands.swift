@@ -15,6 +15,9 @@ struct ClientOptions: ParsableArguments {
     @Option(help: "Table to use.")
     var table: String = "default"
 
+    @Flag(help: "Send the request over the node protocol to a ring server, which passes it on to a node of the key, instead of straight to the node (for a client that can reach the ring servers only).")
+    var throughRingServers = false
+
     func validate() throws {
         _ = try endpoints()
     }
@@ -22,10 +25,12 @@ struct ClientOptions: ParsableArguments {
     func endpoints() throws -> [Endpoint] { try Endpoint.list(parsing: urls) }
 
     /// A partition-aware client: it fetches the ring from the URLs and sends the request
-    /// straight to a node of the key, or over HTTP when no ring can be used (a lone
-    /// node, an old server) or no node answers.
+    /// straight to a node of the key (or through a ring server), or over HTTP when no
+    /// ring can be used (a lone node, an old server) or no node answers.
     func client() throws -> RingstoreClusterClient {
-        RingstoreClusterClient(endpoints: try endpoints())
+        var configuration = ClusterClientConfiguration()
+        if throughRingServers { configuration.routing = .throughRingServers }
+        return RingstoreClusterClient(endpoints: try endpoints(), configuration: configuration)
     }
 }
 

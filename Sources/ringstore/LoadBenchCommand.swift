@@ -22,10 +22,10 @@ struct LoadBenchCommand: AsyncParsableCommand {
             """
     )
 
-    @Option(name: .customLong("url"), help: "HTTP endpoints, comma-separated: ring servers or nodes (direct mode fetches the ring from them).")
+    @Option(name: .customLong("url"), help: "HTTP endpoints, comma-separated: ring servers or nodes (direct and ring modes fetch the ring from them).")
     var urls: String = ProcessInfo.processInfo.environment["RINGSTORE_URL"] ?? "http://127.0.0.1:8080,http://127.0.0.1:8081"
 
-    @Option(help: "http: HTTP to the endpoints; direct: the partition-aware client over the node protocol.")
+    @Option(help: "http: HTTP to the endpoints; direct: the partition-aware client over the node protocol; ring: the same client through the ring servers over the node protocol.")
     var mode: LoadTarget.Mode = .http
 
     @Option(help: "a, b, c, w or cas.")
@@ -74,8 +74,8 @@ struct LoadBenchCommand: AsyncParsableCommand {
         if let duration { guard duration > 0, duration <= 86_400 else { throw ValidationError("--duration must be more than 0 and at most 86400 seconds.") } }
         if let operations { guard operations > 0 else { throw ValidationError("--operations must be positive.") } }
         if let rate { guard rate > 0, rate <= 10_000_000 else { throw ValidationError("--rate must be more than 0 and at most 10000000 operations per second.") } }
-        if workload == .cas && mode == .direct {
-            throw ValidationError("--workload cas needs --mode http: the partition-aware client serves eventual tables only.")
+        if workload == .cas && mode != .http {
+            throw ValidationError("--workload cas needs --mode http: the cluster client serves eventual tables only.")
         }
         if let table, table.isEmpty { throw ValidationError("--table must not be empty.") }
         _ = try endpoints()

@@ -1,5 +1,6 @@
-"""`ringstore bench run`: YCSB-style workloads against real processes, over HTTP and
-through the partition-aware client, with a JSON result; bad options are refused."""
+"""`ringstore bench run`: YCSB-style workloads against real processes, over HTTP,
+through the partition-aware client and through the ring servers over the node
+protocol, with a JSON result; bad options are refused."""
 
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def result_of(completed: subprocess.CompletedProcess, path) -> dict:
     (["--operations", "0"], "--operations"),
     (["--distribution", "pareto"], "--distribution"),
     (["--workload", "cas", "--mode", "direct"], "--mode http"),
+    (["--workload", "cas", "--mode", "ring"], "--mode http"),
     (["--url", "nowhere"], "--url"),
 ])
 def test_bad_options_are_refused(ringstore_bin, args, message):
@@ -106,6 +108,51 @@ def test_the_partition_aware_client_runs_workload_a_on_zipfian_keys(ringstore_bi
         assert result["mode"] == "direct" and result["settings"]["distribution"] == "zipfian"
         assert result["total"]["errors"] == 0, result.get("first_error")
         assert result["operations"]["read"]["count"] > 100 and result["operations"]["update"]["count"] > 100
+    finally:
+        cluster.stop()
+
+
+def forwarded_requests(proc, outcome: str = "answered") -> int:
+    """A ring server's count of clients' node-protocol requests it passed on, by outcome."""
+    prefix = f'ringstore_ring_forwarded_requests_total{{outcome="{outcome}"}}'
+    metrics = proc.request("GET", "/metrics").body.decode()
+    return sum(int(float(line.split()[-1])) for line in metrics.splitlines() if line.startswith(prefix))
+
+
+def test_the_client_through_the_ring_servers_moves_to_the_other_when_its_ring_server_dies(ringstore_bin, tmp_path):
+    """Ring mode: the Swift client sends each request over the node protocol to a ring
+    server, which passes it on to a coordinator of the key. Workload A runs without an
+    error, every request through the first ring server (the client keeps to one).
+    Then a read-only load keeps running without an error while that ring server is
+    killed: the client moves to the other one."""
+    cluster = RingCluster(ringstore_bin, tmp_path, node_count=3)
+    try:
+        cluster.start()
+        rs1, rs2 = cluster.ring_servers["rs1"], cluster.ring_servers["rs2"]
+        out = tmp_path / "ring-a.json"
+        result = result_of(bench(ringstore_bin, "--url", cluster.urls(), "--mode", "ring", "--workload", "a", "--keys", "300",
+                                 "--concurrency", "8", "--operations", "3000", "--json", str(out)), out)
+        assert result["mode"] == "ring" and result["total"]["errors"] == 0, result.get("first_error")
+        # The 300 writes of the load phase and the 3,000 operations all went through rs1.
+        assert forwarded_requests(rs1) >= 3300
+        assert forwarded_requests(rs2) == 0
+        assert forwarded_requests(rs1, "unavailable") == forwarded_requests(rs1, "outcome_unknown") == 0
+
+        out = tmp_path / "ring-c.json"
+        killer = threading.Timer(1.5, rs1.kill)
+        killer.start()
+        try:
+            completed = bench(ringstore_bin, "--url", cluster.urls(), "--mode", "ring", "--workload", "c", "--keys", "300",
+                              "--no-load", "--concurrency", "8", "--duration", "4", "--json", str(out))
+        finally:
+            killer.join()
+        result = result_of(completed, out)
+        assert result["total"]["errors"] == 0, result.get("first_error")
+        assert result["operations"]["read"]["count"] > 300
+        assert forwarded_requests(rs2) > 0
+        # Every key written through the ring servers reads back through a node.
+        node = cluster.nodes["n1"]
+        assert all(node.request("GET", kv_path("default", f"bench-{index}")).status == 200 for index in range(0, 300, 37))
     finally:
         cluster.stop()
 

@@ -217,6 +217,32 @@ def test_a_read_sent_to_a_hung_coordinator_is_answered_by_the_next(ring_cluster)
         n1.process.send_signal(signal.SIGCONT)
 
 
+def test_the_cli_through_the_ring_servers_reports_a_write_to_a_hung_coordinator_as_unknown(ringstore_bin, ring_cluster):
+    """`--through-ring-servers`: the CLI sends its request over the node protocol to a
+    ring server, which passes it on. A write passed on to a node that has just stopped
+    answering (SIGSTOP) is reported as of unknown outcome, not sent anywhere else; a
+    read is moved on to the key's next coordinator and answered."""
+    rs1 = ring_cluster.ring_servers["rs1"]
+    keys = [key for key in (f"k{i}" for i in range(300))
+            if rs1.request("GET", f"/v1/cluster/locate/default/{key}").json()["preference_list"][0] == "n1"][:2]
+    assert len(keys) == 2
+    through = ["--url", ring_cluster.urls(), "--through-ring-servers"]
+    written = run_cli(ringstore_bin, "put", *through, keys[0], "kept")
+    assert written.returncode == 0, written.stderr
+    n1 = ring_cluster.nodes["n1"]
+    n1.process.send_signal(signal.SIGSTOP)
+    try:
+        write = run_cli(ringstore_bin, "put", *through, keys[1], "new")
+        assert write.returncode == 2, (write.stdout, write.stderr)
+        assert "may or may not have been applied" in write.stderr.decode(), write.stderr
+        read = run_cli(ringstore_bin, "get", *through, keys[0])
+        assert read.returncode == 0 and read.stdout == b"kept", (read.stdout, read.stderr)
+    finally:
+        n1.process.send_signal(signal.SIGCONT)
+    metrics = rs1.request("GET", "/metrics").body.decode()
+    assert 'ringstore_ring_forwarded_requests_total{outcome="outcome_unknown"} 1' in metrics, metrics
+
+
 @pytest.mark.parametrize("args, message", [
     (["--role", "leader"], "--role must be primary or secondary"),
     (["--role", "primary", "--peer", "nonsense"], "--peer takes ID=HOST:PORT"),

@@ -65,6 +65,13 @@ public enum PeerReply: Sendable, Equatable {
 /// `ByteWriter`'s primitives. A peer that reads an unknown type answers with an
 /// error; nothing is guessed.
 public enum PeerCodec {
+    /// The message type of `PeerRequest.coordinate`, which clients send too.
+    public static let coordinateType: UInt16 = 3
+    /// The RPC error code a ring server answers a client's write with when the
+    /// coordinator it passed the write to did not answer: the write may have been
+    /// applied, so it must not be sent again.
+    public static let outcomeUnknownCode: UInt16 = 503
+
     public static func encode(_ request: PeerRequest) -> (type: UInt16, body: [UInt8]) {
         var writer = ByteWriter(capacity: 128)
         switch request {
@@ -78,7 +85,7 @@ public enum PeerCodec {
             return (2, writer.bytes)
         case .coordinate(let operation):
             encode(operation, into: &writer)
-            return (3, writer.bytes)
+            return (coordinateType, writer.bytes)
         case .ping:
             return (4, [])
         }
@@ -93,7 +100,7 @@ public enum PeerCodec {
             let key = try ItemKey(from: &reader)
             let object = try StoredObject.decodeObject(try reader.readBytes())
             request = .replicaWrite(key, object: object, hintFor: try readOptionalNode(&reader))
-        case 3: request = .coordinate(try decodeOperation(&reader))
+        case coordinateType: request = .coordinate(try decodeOperation(&reader))
         case 4: request = .ping
         default: throw DecodeError("unknown peer request type \(type)")
         }

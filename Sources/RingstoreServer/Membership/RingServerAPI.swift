@@ -1,3 +1,4 @@
+import CoreMetrics
 import Foundation
 import HTTPTypes
 import NIOCore
@@ -14,6 +15,8 @@ import RingstoreStorage
 /// answered 503, since it may have been applied.
 final class RoutingKeyValueService: KeyValueService {
     let server: RingServer
+    /// Requests that arrived over the node protocol (`forwardClientRequest`), by outcome.
+    private let forwarded = ForwardedRequestCounters()
 
     init(server: RingServer) {
         self.server = server
@@ -46,16 +49,79 @@ final class RoutingKeyValueService: KeyValueService {
     /// Runs on the RPC connections' event loops, without a task, so that the HTTP
     /// fast path never leaves them.
     private func coordinate(_ operation: ClientOperation, routing: RoutingSnapshot, done: @escaping @Sendable (Result<ClientResult, any Error>) -> Void) {
+        let (type, body) = PeerCodec.encode(PeerRequest.coordinate(operation))
+        forward(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), operation: operation, routing: routing) { result in
+            done(Result {
+                let reply = try result.get()
+                switch try PeerCodec.decodeReply(type: reply.messageType, body: Array(reply.body.readableBytesView)) {
+                case .coordinated(let result): return result
+                case .failed(let failure): return .failed(failure)
+                case .replicaRead, .replicaWritten, .pong:
+                    throw APIError.internalError("a node answered a coordination request with another message")
+                }
+            })
+        }
+    }
+
+    /// A client's request over the node protocol (a `coordinate` message, as the
+    /// partition-aware client sends a node): sent on to a coordinator of the key as
+    /// an HTTP request is, and the coordinator's reply passed back unchanged.
+    ///
+    /// When no coordinator could take it, the reply is `unavailable`, which a client
+    /// may take to the other ring server. A write that was sent and not answered fails
+    /// with `PeerCodec.outcomeUnknownCode`: it may have been applied, so it must
+    /// not be sent again.
+    func forwardClientRequest(_ request: RPCMessage) -> RPCDispatch {
+        let operation: ClientOperation
+        do {
+            guard case .coordinate(let decoded) = try PeerCodec.decodeRequest(type: request.messageType, body: Array(request.body.readableBytesView)) else {
+                return .fail(RPCRemoteError(code: 1, message: "a ring server takes only coordinate requests of the data path"))
+            }
+            operation = decoded
+        } catch {
+            return .fail(RPCRemoteError(code: 1, message: "undecodable request: \(error.reason)"))
+        }
+        let routing = server.routing
+        // The partition is the ring server's to compute, whatever the sender put in it.
+        let key = ItemKey(table: operation.key.table, key: operation.key.key, partitioning: routing.partitioning)
+        let checked: ClientOperation = switch operation {
+        case .get(_, let r, let n): .get(key, r: r, n: n)
+        case .put(_, let sibling, let context, let w, let n): .put(key, sibling: sibling, context: context, w: w, n: n)
+        }
+        let promise = server.engineLoop.makePromise(of: RPCMessage.self)
+        let counters = forwarded
+        forward(request, operation: checked, routing: routing) { result in
+            switch result {
+            case .success(let reply):
+                counters.answered.increment()
+                promise.succeed(reply)
+            case .failure(let error as APIError) where error.code == "coordinator_unavailable":
+                counters.outcomeUnknown.increment()
+                promise.fail(RPCRemoteError(code: PeerCodec.outcomeUnknownCode, message: error.message))
+            case .failure(let error):
+                counters.unavailable.increment()
+                let message = (error as? APIError)?.message ?? "\(error)"
+                let (type, body) = PeerCodec.encode(PeerReply.failed(.unavailable(message)))
+                promise.succeed(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)))
+            }
+        }
+        return .later(promise.futureResult)
+    }
+
+    /// Sends `request`, the encoding of `operation`, to the key's coordinators in turn.
+    private func forward(
+        _ request: RPCMessage, operation: ClientOperation, routing: RoutingSnapshot,
+        done: @escaping @Sendable (Result<RPCMessage, any Error>) -> Void
+    ) {
         let candidates = routing.coordinators(for: operation.key.partition)
         guard !candidates.isEmpty else { return done(.failure(Self.notFormed)) }
-        let (type, body) = PeerCodec.encode(PeerRequest.coordinate(operation))
         let isRead = if case .get = operation { true } else { false }
-        attempt(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), isRead: isRead, candidates: candidates[...], reasons: [], done: done)
+        attempt(request, isRead: isRead, candidates: candidates[...], reasons: [], done: done)
     }
 
     private func attempt(
         _ request: RPCMessage, isRead: Bool, candidates: ArraySlice<NodeID>, reasons: [String],
-        done: @escaping @Sendable (Result<ClientResult, any Error>) -> Void
+        done: @escaping @Sendable (Result<RPCMessage, any Error>) -> Void
     ) {
         guard let node = candidates.first else {
             return done(.failure(APIError.unavailable(code: "no_coordinator", message: "No node of the key's preference list could be reached (\(reasons.joined(separator: "; "))). Retry.")))
@@ -66,14 +132,7 @@ final class RoutingKeyValueService: KeyValueService {
         client.callFuture(request, timeout: TimeAmount(server.options.requestTimeout)).whenComplete { result in
             switch result {
             case .success(let reply):
-                done(Result {
-                    switch try PeerCodec.decodeReply(type: reply.messageType, body: Array(reply.body.readableBytesView)) {
-                    case .coordinated(let result): return result
-                    case .failed(let failure): return .failed(failure)
-                    case .replicaRead, .replicaWritten, .pong:
-                        throw APIError.internalError("node \(node) answered a coordination request with another message")
-                    }
-                })
+                done(.success(reply))
             case .failure(let error as RPCError):
                 switch error {
                 case .connectionFailed, .overloaded:  // never sent: the next node may take it
@@ -92,6 +151,16 @@ final class RoutingKeyValueService: KeyValueService {
     static var notFormed: APIError {
         return APIError.unavailable(code: "cluster_not_formed", message: "The cluster has not formed yet: not enough nodes have registered with the ring servers. Retry shortly.")
     }
+}
+
+/// `ringstore_ring_forwarded_requests_total`: clients' requests a ring server took
+/// over the node protocol, by outcome (`answered`: a coordinator's reply passed back;
+/// `unavailable`: no coordinator could take it; `outcome_unknown`: a write whose
+/// coordinator did not answer).
+final class ForwardedRequestCounters: Sendable {
+    let answered = CoreMetrics.Counter(label: "ringstore_ring_forwarded_requests_total", dimensions: [("outcome", "answered")])
+    let unavailable = CoreMetrics.Counter(label: "ringstore_ring_forwarded_requests_total", dimensions: [("outcome", "unavailable")])
+    let outcomeUnknown = CoreMetrics.Counter(label: "ringstore_ring_forwarded_requests_total", dimensions: [("outcome", "outcome_unknown")])
 }
 
 /// The linearizable data path as a ring server serves it: each operation goes to a
@@ -328,6 +397,9 @@ extension TableCatalog {
 /// `/v1/cluster…` as a ring server answers it.
 struct RingServerView: ClusterView {
     let server: RingServer
+    /// This ring server's node-protocol address (`host:port`), which clients may send
+    /// their requests to; listed in the ring with the other ring server's.
+    let rpcAddress: String
 
     func clusterJSON() -> String {
         let routing = server.routing
@@ -344,7 +416,11 @@ struct RingServerView: ClusterView {
         let members = configuration.members.sorted { $0.id < $1.id }.map { member in
             "{\(member.addressFieldsJSON)}"
         }.joined(separator: ",")
-        return "{\"partitions\":\(server.partitioning.partitionCount),\"epoch\":\(configuration.ring?.epoch ?? 0),\"owners\":[\(owners)],\"members\":[\(members)]}"
+        let peer = server.options.peer
+        let ringServers = [(server.options.id, rpcAddress), (server.options.peerID, "\(peer.host):\(peer.port)")].map { id, rpc in
+            "{\"id\":\(JSONText.quote(id)),\"rpc\":\(JSONText.quote(rpc))}"
+        }.joined(separator: ",")
+        return "{\"partitions\":\(server.partitioning.partitionCount),\"epoch\":\(configuration.ring?.epoch ?? 0),\"owners\":[\(owners)],\"members\":[\(members)],\"ring_servers\":[\(ringServers)]}"
     }
 
     func locateJSON(table: TableDefinition, key: [UInt8]) -> String {

@@ -46,14 +46,14 @@ public enum RingServerProcess {
         let primaryOnly = RingServerTables(server: server, forward: { _ in nil })
         let rpcServer = RPCServer(
             host: listeners.rpcHost, port: listeners.rpcPort,
-            handler: RingServerRPCHandler(server: server, tables: tables, primaryOnlyTables: primaryOnly),
+            handler: RingServerRPCHandler(server: server, tables: tables, primaryOnlyTables: primaryOnly, kv: RoutingKeyValueService(server: server)),
             group: server.engineLoop, logger: logger)
         let rpcPort = try await rpcServer.start()
         server.start()
         let started = ContinuousClock.now
         let api = NodeHTTPAPI(
             catalog: tables, service: RoutingKeyValueService(server: server), linearizable: RoutingLinearizableService(server: server),
-            cluster: RingServerView(server: server),
+            cluster: RingServerView(server: server, rpcAddress: "\(listeners.rpcHost):\(rpcPort)"),
             maxValueBytes: listeners.maxValueBytes, registry: registry, logger: logger
         ) {
             let routing = server.routing
@@ -120,15 +120,18 @@ enum TableChangeErrors {
     }
 }
 
-/// Answers the RPCs of nodes and of the other ring server.
+/// Answers the RPCs of nodes, of the other ring server, and of clients that send
+/// their requests through a ring server over the node protocol.
 struct RingServerRPCHandler: RPCHandler {
     let server: RingServer
     let tables: RingServerTables
     let primaryOnlyTables: RingServerTables
+    let kv: RoutingKeyValueService
 
     func receive(_ request: RPCMessage, context: RPCRequestContext) -> RPCDispatch {
         switch request.messageType {
         case MembershipWire.tableChange, MembershipWire.forwardedTableChange: return .detach
+        case PeerCodec.coordinateType: return kv.forwardClientRequest(request)
         default: return .later(server.receive(request))
         }
     }
