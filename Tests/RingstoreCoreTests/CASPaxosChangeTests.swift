@@ -78,4 +78,23 @@ struct CASPaxosChangeTests {
         #expect(add("a").apply(to: LinearizableValue(version: 1, content: .counter(1)))
             == .refused(.wrongKind(expected: .set, found: .counter), current: LinearizableValue(version: 1, content: .counter(1))))
     }
+
+    // Proves an addition with conflicts is refused while the set holds one of them, naming it, and otherwise acts as a plain addition.
+    @Test func setAddUnlessConflicts() {
+        let timetable = LinearizableValue(version: 4, content: .set(["COMP1000", "MATH2000"]))
+        let web = LinearizableChange.setAddUnless(member: "COMP1400", cap: 3, conflicts: ["ART1000", "MATH2000"])
+        #expect(web.apply(to: timetable) == .refused(.conflictingMember("MATH2000"), current: timetable))
+        #expect(web.apply(to: nil) == .applied(LinearizableValue(version: 1, content: .set(["COMP1400"]))))
+        let free = LinearizableChange.setAddUnless(member: "COMP1400", cap: 3, conflicts: ["ART1000"])
+        #expect(free.apply(to: timetable) == .applied(LinearizableValue(version: 5, content: .set(["COMP1000", "COMP1400", "MATH2000"]))))
+        // A member already present changes nothing, whatever else the set holds.
+        let again = LinearizableChange.setAddUnless(member: "COMP1000", cap: 2, conflicts: ["MATH2000"])
+        #expect(again.apply(to: timetable) == .applied(timetable))
+        // The conflict is named before the cap.
+        #expect(LinearizableChange.setAddUnless(member: "X", cap: 2, conflicts: ["COMP1000"]).apply(to: timetable)
+            == .refused(.conflictingMember("COMP1000"), current: timetable))
+        #expect(LinearizableChange.setAddUnless(member: "X", cap: 2, conflicts: ["Y"]).apply(to: timetable)
+            == .refused(.setFull(count: 2, cap: 2), current: timetable))
+        #expect(web.isIdempotent)
+    }
 }

@@ -35,6 +35,8 @@ struct CASPaxosWireTests {
             .read, .put(contentType: "text/plain", data: [1, 2], precondition: .ifMatch(version: 9)),
             .put(contentType: "a/b", data: [], precondition: .ifExists), .delete(precondition: .ifNoneMatch),
             .counterAdd(delta: -1, min: 0, max: .max), .setAdd(member: "s1", cap: 50), .setRemove(member: "s1"),
+            .setAddUnless(member: "COMP1400", cap: 6, conflicts: ["MATH2000", "ART1000"]), .setAddUnless(member: "a", cap: 1, conflicts: []),
+            .batch([.setAddUnless(member: "b", cap: 2, conflicts: ["c"]), .read]),
         ]
         for change in changes {
             let request = LinearizableRequest(key: key, replicaCount: 3, change: change)
@@ -49,6 +51,7 @@ struct CASPaxosWireTests {
             .refused(.wrongKind(expected: .set, found: .counter), current: counter(1, 1)),
             .refused(.counterOutOfBounds(value: 0, delta: -1, min: 0, max: 10), current: counter(4, 0)),
             .refused(.setFull(count: 50, cap: 50), current: nil), .refused(.memberTooLong(bytes: 300, max: 256), current: nil),
+            .refused(.conflictingMember("MATH2000"), current: LinearizableValue(version: 2, content: .set(["MATH2000"]))),
             .failed(.outcomeUnknown, message: "maybe"), .failed(.partitionMoving, message: "moving"),
         ]
         for answer in answers {
@@ -69,6 +72,12 @@ struct CASPaxosWireTests {
         #expect(throws: DecodeError.self) { try LinearizableRequest(decoding: valid + [1, 1]) }
         #expect(throws: DecodeError.self) { try LinearizableAnswer(decoding: [9]) }
         #expect(throws: DecodeError.self) { try LinearizableAnswer(decoding: [3, 7, 0]) }
+        // A set addition naming more conflicting members than allowed.
+        var tooMany = ByteWriter(capacity: 64)
+        LinearizableChange.setAddUnless(
+            member: "a", cap: 1, conflicts: (0...LinearizableChange.conflictsMax).map { "c\($0)" }).encode(into: &tooMany)
+        var reader = ByteReader(tooMany.bytes)
+        #expect(throws: DecodeError.self) { try LinearizableChange(from: &reader) }
     }
 
     // Proves which changes a coordinator may run again after an unknown outcome: never a counter add or a conditional write.

@@ -176,6 +176,12 @@ struct HTTPAPITests {
             }
             let full = try await client.execute(uri: "/v1/kv/seats/r%2F1/set-add?member=s3&cap=2", method: .post)
             #expect(full.status == .conflict && json(full)["error"] as? String == "set_full" && json(full)["count"] as? Int == 2)
+            // `unless`: refused while the set holds a named member (named back), added otherwise.
+            let excluded = try await client.execute(uri: "/v1/kv/seats/t1/set-add?member=b&unless=x&unless=a%20b", method: .post)
+            #expect(excluded.status == .ok && json(excluded)["members"] as? [String] == ["b"])
+            let conflicting = try await client.execute(uri: "/v1/kv/seats/t1/set-add?member=c&unless=b", method: .post)
+            #expect(conflicting.status == .conflict && json(conflicting)["error"] as? String == "conflicting_member"
+                && json(conflicting)["conflicting_member"] as? String == "b")
             let removed = try await client.execute(uri: "/v1/kv/seats/r%2F1/set-remove?member=s1", method: .post)
             #expect(removed.status == .ok && json(removed)["members"] as? [String] == ["s2"])
             let emptySet = try await client.execute(uri: "/v1/kv/seats/none/set-remove?member=s1", method: .post)
@@ -196,6 +202,7 @@ struct HTTPAPITests {
                 ("/v1/kv/seats/c1", .delete, [.ifMatch: "*", .ifNoneMatch: "*"], "invalid_precondition"),
                 ("/v1/kv/seats/r1/set-add?member=", .post, [:], "invalid_parameter"),
                 ("/v1/kv/seats/r1/set-add?member=a&cap=0", .post, [:], "invalid_parameter"),
+                ("/v1/kv/seats/r1/set-add?member=a&unless=", .post, [:], "invalid_parameter"),
             ] {
                 let response = try await client.execute(uri: uri, method: method, headers: headers, body: method == .put ? body("x") : nil)
                 #expect(response.status == .badRequest, "\(method) \(uri)")

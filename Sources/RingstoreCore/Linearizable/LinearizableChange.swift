@@ -34,6 +34,8 @@ public enum LinearizableRefusal: Hashable, Sendable {
     case setFull(count: Int, cap: Int)
     /// The member is longer than `CASPaxosLimits.setMemberBytesMax`.
     case memberTooLong(bytes: Int, max: Int)
+    /// The set holds `member`, one of those the addition was to be refused for.
+    case conflictingMember(String)
 }
 
 /// What applying a change to a value produced.
@@ -61,6 +63,11 @@ public enum LinearizableChange: Hashable, Sendable {
     /// Adds a member to a set (an absent key counts as empty), refusing when the set
     /// already holds `cap` members. Adding a member already present changes nothing.
     case setAdd(member: String, cap: Int)
+    /// Adds a member as `setAdd` does, unless the set holds one of `conflicts`
+    /// (refused with `conflictingMember`): the check and the addition are one step,
+    /// so two concurrent additions of members that exclude each other cannot both
+    /// succeed.
+    case setAddUnless(member: String, cap: Int, conflicts: [String])
     /// Removes a member from a set. Removing a member not present changes nothing.
     case setRemove(member: String)
     /// Several changes applied one after another in one operation, each to the value
@@ -125,23 +132,9 @@ public enum LinearizableChange: Hashable, Sendable {
             }
             return delta == 0 && live != nil ? .applied(current) : changed(.counter(sum))
         case .setAdd(let member, let cap):
-            guard member.utf8.count <= CASPaxosLimits.setMemberBytesMax else {
-                return refused(.memberTooLong(bytes: member.utf8.count, max: CASPaxosLimits.setMemberBytesMax))
-            }
-            let members: [String]
-            switch live {
-            case nil: members = []
-            case .set(let existing): members = existing
-            case let other?: return refused(.wrongKind(expected: .set, found: other.kind ?? .bytes))
-            }
-            let index = Self.insertionIndex(of: member, in: members)
-            if index < members.count, members[index] == member { return .applied(current) }
-            guard members.count < Swift.min(cap, CASPaxosLimits.setMembersMax) else {
-                return refused(.setFull(count: members.count, cap: cap))
-            }
-            var added = members
-            added.insert(member, at: index)
-            return changed(.set(added))
+            return Self.setAdd(member, cap: cap, conflicts: [], to: current, live: live, changed: changed, refused: refused)
+        case .setAddUnless(let member, let cap, let conflicts):
+            return Self.setAdd(member, cap: cap, conflicts: conflicts, to: current, live: live, changed: changed, refused: refused)
         case .setRemove(let member):
             switch live {
             case nil: return .applied(current)
@@ -154,6 +147,39 @@ public enum LinearizableChange: Hashable, Sendable {
             case let other?: return refused(.wrongKind(expected: .set, found: other.kind ?? .bytes))
             }
         }
+    }
+
+    /// `setAdd` and `setAddUnless`: a member already present changes nothing; a
+    /// conflicting member, then a full set, refuse.
+    private static func setAdd(
+        _ member: String, cap: Int, conflicts: [String], to current: LinearizableValue?, live: LinearizableContent?,
+        changed: (LinearizableContent) -> LinearizableOutcome, refused: (LinearizableRefusal) -> LinearizableOutcome
+    ) -> LinearizableOutcome {
+        guard member.utf8.count <= CASPaxosLimits.setMemberBytesMax else {
+            return refused(.memberTooLong(bytes: member.utf8.count, max: CASPaxosLimits.setMemberBytesMax))
+        }
+        let members: [String]
+        switch live {
+        case nil: members = []
+        case .set(let existing): members = existing
+        case let other?: return refused(.wrongKind(expected: .set, found: other.kind ?? .bytes))
+        }
+        let index = Self.insertionIndex(of: member, in: members)
+        if index < members.count, members[index] == member { return .applied(current) }
+        if let conflict = conflicts.first(where: { Self.contains($0, in: members) }) {
+            return refused(.conflictingMember(conflict))
+        }
+        guard members.count < Swift.min(cap, CASPaxosLimits.setMembersMax) else {
+            return refused(.setFull(count: members.count, cap: cap))
+        }
+        var added = members
+        added.insert(member, at: index)
+        return changed(.set(added))
+    }
+
+    private static func contains(_ member: String, in members: [String]) -> Bool {
+        let index = insertionIndex(of: member, in: members)
+        return index < members.count && members[index] == member
     }
 
     /// The first index whose member is not below `member` (binary search).

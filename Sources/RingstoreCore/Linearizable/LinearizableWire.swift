@@ -255,8 +255,11 @@ extension LinearizablePrecondition {
 extension LinearizableChange {
     /// The most changes one batch holds.
     public static let batchMax = 256
+    /// The most conflicting members one `setAddUnless` names.
+    public static let conflictsMax = 256
 
-    /// A tag byte (1 read, 2 put, 3 delete, 4 counter add, 5 set add, 6 set remove), then the fields.
+    /// A tag byte (1 read, 2 put, 3 delete, 4 counter add, 5 set add, 6 set remove,
+    /// 7 batch, 8 set add unless), then the fields.
     func encode(into writer: inout ByteWriter) {
         switch self {
         case .read:
@@ -279,6 +282,12 @@ extension LinearizableChange {
         case .setRemove(let member):
             writer.writeUInt8(6)
             writer.writeString(member)
+        case .setAddUnless(let member, let cap, let conflicts):
+            writer.writeUInt8(8)
+            writer.writeString(member)
+            writer.writeVarint(UInt64(Swift.max(cap, 0)))
+            writer.writeVarint(UInt64(conflicts.count))
+            for conflict in conflicts { writer.writeString(conflict) }
         case .batch(let changes):
             writer.writeUInt8(7)
             writer.writeVarint(UInt64(changes.count))
@@ -309,6 +318,15 @@ extension LinearizableChange {
             self = .setAdd(member: member, cap: Int(cap))
         case 6:
             self = .setRemove(member: try reader.readString())
+        case 8:
+            let member = try reader.readString()
+            let cap = try reader.readVarint()
+            guard cap <= UInt64(CASPaxosLimits.setMembersMax) else { throw DecodeError("set cap \(cap) exceeds \(CASPaxosLimits.setMembersMax)") }
+            let count = try reader.readCount(elementBytesMin: 1)
+            guard count <= LinearizableChange.conflictsMax else { throw DecodeError("\(count) conflicting members exceed \(LinearizableChange.conflictsMax)") }
+            var conflicts: [String] = []
+            for _ in 0..<count { conflicts.append(try reader.readString()) }
+            self = .setAddUnless(member: member, cap: Int(cap), conflicts: conflicts)
         case 7:
             let count = try reader.readCount(elementBytesMin: 1)
             guard count <= LinearizableChange.batchMax else { throw DecodeError("a batch of \(count) changes exceeds \(LinearizableChange.batchMax)") }
@@ -330,7 +348,7 @@ extension LinearizableChange {
     public var isIdempotent: Bool {
         switch self {
         case .batch(let changes): changes.allSatisfy(\.isIdempotent)
-        case .read, .setAdd, .setRemove: true
+        case .read, .setAdd, .setAddUnless, .setRemove: true
         case .put(_, _, let precondition), .delete(let precondition): precondition == .none
         case .counterAdd: false
         }
@@ -357,6 +375,9 @@ extension LinearizableRefusal {
             writer.writeUInt8(5)
             writer.writeVarint(UInt64(bytes))
             writer.writeVarint(UInt64(max))
+        case .conflictingMember(let member):
+            writer.writeUInt8(6)
+            writer.writeString(member)
         }
     }
 
@@ -385,6 +406,8 @@ extension LinearizableRefusal {
         case 5:
             let bytes = try count()
             self = .memberTooLong(bytes: bytes, max: try count())
+        case 6:
+            self = .conflictingMember(try reader.readString())
         case let other:
             throw DecodeError("unknown refusal \(other)")
         }

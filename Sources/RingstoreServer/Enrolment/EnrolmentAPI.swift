@@ -153,14 +153,11 @@ final class EnrolmentAPI: Sendable {
             throw APIError(.conflict, code: "already_enrolled", message: "You are already enrolled in \(subject.code) \(subject.title).")
         }
         let catalogue = try await catalogue()
-        if let clash = catalogue.first(where: { codes.contains($0.code) && $0.clashes(with: subject) }) {
-            throw APIError(.conflict, code: "timetable_clash",
-                           message: "\(subject.code) meets \(subject.day) \(subject.start)–\(subject.end), at the same time as \(clash.code) \(clash.title) (\(clash.day) \(clash.start)–\(clash.end)).",
-                           extraJSON: ",\"clash_with\":\(try Self.json(clash))")
+        let clashing = catalogue.filter { $0.code != subject.code && $0.clashes(with: subject) }
+        if let clash = clashing.first(where: { codes.contains($0.code) }) {
+            throw Self.clash(subject, clash)
         }
-        guard codes.count < EnrolmentTables.subjectsPerStudentMax else {
-            throw APIError(.conflict, code: "too_many_subjects", message: "A student may hold at most \(EnrolmentTables.subjectsPerStudentMax) subjects.")
-        }
+        guard codes.count < EnrolmentTables.subjectsPerStudentMax else { throw Self.tooManySubjects }
         // The seat: the roster's cap refuses the student one past capacity.
         let enrolled: Int
         switch try await change(EnrolmentTables.rosterKey(subject.code), .setAdd(member: student.id, cap: subject.capacity)) {
@@ -174,12 +171,26 @@ final class EnrolmentAPI: Sendable {
         case .failed(let failure, let message):
             throw Self.unavailable(failure, message)
         }
-        // The student's own list. Retried a few times here: the seat is already held.
+        // The student's own list. The clash and the subject count are checked again in
+        // the same step as the addition: another enrolment of the same student may
+        // have changed the list since it was read. Retried a few times here: the seat
+        // is already held.
+        let addition = LinearizableChange.setAddUnless(
+            member: subject.code, cap: EnrolmentTables.subjectsPerStudentMax, conflicts: clashing.map(\.code))
         var last: APIError?
         for attempt in 0..<3 {
-            switch try await change(EnrolmentTables.studentKey(student.id), .setAdd(member: subject.code, cap: EnrolmentTables.subjectsPerStudentMax)) {
+            switch try await change(EnrolmentTables.studentKey(student.id), addition) {
             case .applied:
                 return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"enrolled\",\"subject\":\(try json(subject, enrolled: enrolled))}")
+            case .refused(.conflictingMember(let code), _):
+                try await release(student, from: subject)
+                guard let clash = clashing.first(where: { $0.code == code }) else {
+                    throw APIError.internalError("The timetable of \(student.id) refused \(subject.code) for \(code), which does not clash with it.")
+                }
+                throw Self.clash(subject, clash)
+            case .refused(.setFull, _):
+                try await release(student, from: subject)
+                throw Self.tooManySubjects
             case .refused(let reason, _):
                 throw APIError.internalError("The timetable of \(student.id) refused \(subject.code): \(reason).")
             case .failed(_, let message):
@@ -188,6 +199,34 @@ final class EnrolmentAPI: Sendable {
             }
         }
         throw last!
+    }
+
+    /// Gives back the seat an enrolment took when the student's list then refused the
+    /// subject. Retried a few times; the roster must not keep a student who is not enrolled.
+    private func release(_ student: Student, from subject: Subject) async throws {
+        var last: APIError?
+        for attempt in 0..<3 {
+            switch try await change(EnrolmentTables.rosterKey(subject.code), .setRemove(member: student.id)) {
+            case .applied:
+                return
+            case .refused(let reason, _):
+                throw APIError.internalError("The roster of \(subject.code) refused to give back the seat of \(student.id): \(reason).")
+            case .failed(_, let message):
+                last = Self.unavailable(.outcomeUnknown, "another enrolment changed your timetable, and the seat taken in \(subject.code) could not be given back (\(message)); reload your timetable")
+                try? await Task.sleep(for: .milliseconds(100 << attempt))
+            }
+        }
+        throw last!
+    }
+
+    private static func clash(_ subject: Subject, _ clash: Subject) -> APIError {
+        APIError(.conflict, code: "timetable_clash",
+                 message: "\(subject.code) meets \(subject.day) \(subject.start)–\(subject.end), at the same time as \(clash.code) \(clash.title) (\(clash.day) \(clash.start)–\(clash.end)).",
+                 extraJSON: ",\"clash_with\":\((try? json(clash)) ?? "null")")
+    }
+
+    private static var tooManySubjects: APIError {
+        APIError(.conflict, code: "too_many_subjects", message: "A student may hold at most \(EnrolmentTables.subjectsPerStudentMax) subjects.")
     }
 
     private func drop(_ student: Student, from subject: Subject) async throws -> Response {

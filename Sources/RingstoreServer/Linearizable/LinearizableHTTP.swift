@@ -91,6 +91,17 @@ extension NodeHTTPAPI {
                 }
                 cap = value
             }
+            // Query values arrive percent-decoded; `unless` may repeat.
+            let conflicts = uri.queryParameters.getAll("unless")
+            guard conflicts.isEmpty else {
+                guard conflicts.count <= LinearizableChange.conflictsMax else {
+                    throw invalidParameter("unless may name at most \(LinearizableChange.conflictsMax) members, got \(conflicts.count)")
+                }
+                for conflict in conflicts where conflict.isEmpty || conflict.utf8.count > CASPaxosLimits.setMemberBytesMax {
+                    throw invalidParameter("unless must be 1 to \(CASPaxosLimits.setMemberBytesMax) bytes of UTF-8, got \(conflict.utf8.count)")
+                }
+                return (key, .setAddUnless(member: member, cap: cap, conflicts: conflicts))
+            }
             return (key, .setAdd(member: member, cap: cap))
         default:
             return (key, .setRemove(member: try memberParameter(uri)))
@@ -239,6 +250,9 @@ extension NodeHTTPAPI {
                             extraJSON: ",\"count\":\(count),\"cap\":\(cap)")
         case .memberTooLong(let bytes, let max):
             return invalidParameter("member must be 1 to \(max) bytes of UTF-8, got \(bytes)")
+        case .conflictingMember(let member):
+            return APIError(.conflict, code: "conflicting_member", message: "The set holds \(member), which the addition was to be refused for; nothing was changed.",
+                            headers: headers, extraJSON: ",\"conflicting_member\":\(JSONText.quote(member))")
         }
     }
 
