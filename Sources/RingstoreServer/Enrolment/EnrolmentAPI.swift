@@ -177,46 +177,48 @@ final class EnrolmentAPI: Sendable {
         // is already held.
         let addition = LinearizableChange.setAddUnless(
             member: subject.code, cap: EnrolmentTables.subjectsPerStudentMax, conflicts: clashing.map(\.code))
-        var last: APIError?
-        for attempt in 0..<3 {
-            switch try await change(EnrolmentTables.studentKey(student.id), addition) {
-            case .applied:
-                return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"enrolled\",\"subject\":\(try json(subject, enrolled: enrolled))}")
-            case .refused(.conflictingMember(let code), _):
-                try await release(student, from: subject)
-                guard let clash = clashing.first(where: { $0.code == code }) else {
-                    throw APIError.internalError("The timetable of \(student.id) refused \(subject.code) for \(code), which does not clash with it.")
-                }
-                throw Self.clash(subject, clash)
-            case .refused(.setFull, _):
-                try await release(student, from: subject)
-                throw Self.tooManySubjects
-            case .refused(let reason, _):
-                throw APIError.internalError("The timetable of \(student.id) refused \(subject.code): \(reason).")
-            case .failed(_, let message):
-                last = Self.unavailable(.outcomeUnknown, "the seat in \(subject.code) is held, but the timetable could not be updated (\(message)); send the enrolment again to finish it")
-                try? await Task.sleep(for: .milliseconds(100 << attempt))
+        let unfinished = { (reason: String) in "the seat in \(subject.code) is held, but the timetable could not be updated (\(reason)); send the enrolment again to finish it" }
+        switch try await changeRetried(EnrolmentTables.studentKey(student.id), addition, unfinished: unfinished) {
+        case .refused(.conflictingMember(let code), _):
+            try await release(student, from: subject)
+            guard let clash = clashing.first(where: { $0.code == code }) else {
+                throw APIError.internalError("The timetable of \(student.id) refused \(subject.code) for \(code), which does not clash with it.")
             }
+            throw Self.clash(subject, clash)
+        case .refused(.setFull, _):
+            try await release(student, from: subject)
+            throw Self.tooManySubjects
+        case .refused(let reason, _):
+            throw APIError.internalError("The timetable of \(student.id) refused \(subject.code): \(reason).")
+        case .applied, .failed:  // (changeRetried never answers .failed)
+            return NodeHTTPAPI.jsonResponse(.ok, "{\"status\":\"enrolled\",\"subject\":\(try json(subject, enrolled: enrolled))}")
         }
-        throw last!
     }
 
     /// Gives back the seat an enrolment took when the student's list then refused the
-    /// subject. Retried a few times; the roster must not keep a student who is not enrolled.
+    /// subject; the roster must not keep a student who is not enrolled.
     private func release(_ student: Student, from subject: Subject) async throws {
-        var last: APIError?
-        for attempt in 0..<3 {
-            switch try await change(EnrolmentTables.rosterKey(subject.code), .setRemove(member: student.id)) {
-            case .applied:
-                return
-            case .refused(let reason, _):
-                throw APIError.internalError("The roster of \(subject.code) refused to give back the seat of \(student.id): \(reason).")
-            case .failed(_, let message):
-                last = Self.unavailable(.outcomeUnknown, "another enrolment changed your timetable, and the seat taken in \(subject.code) could not be given back (\(message)); reload your timetable")
-                try? await Task.sleep(for: .milliseconds(100 << attempt))
-            }
+        let unfinished = { (reason: String) in "another enrolment changed your timetable, and the seat taken in \(subject.code) could not be given back (\(reason)); reload your timetable" }
+        if case .refused(let reason, _) = try await changeRetried(EnrolmentTables.rosterKey(subject.code), .setRemove(member: student.id), unfinished: unfinished) {
+            throw APIError.internalError("The roster of \(subject.code) refused to give back the seat of \(student.id): \(reason).")
         }
-        throw last!
+    }
+
+    /// A change that must happen because an earlier one did (the seat is held): tried
+    /// up to three times while no majority answers, then answered 503 with an unknown
+    /// outcome, `unfinished` saying (from the last reason) what is left undone. Never
+    /// returns `.failed`.
+    private func changeRetried(
+        _ key: String, _ change: LinearizableChange, unfinished: (String) -> String
+    ) async throws -> LinearizableAnswer {
+        var reason = ""
+        for attempt in 0..<3 {
+            let answer = try await self.change(key, change)
+            guard case .failed(_, let message) = answer else { return answer }
+            reason = message
+            try? await Task.sleep(for: .milliseconds(100 << attempt))
+        }
+        throw Self.unavailable(.outcomeUnknown, unfinished(reason))
     }
 
     private static func clash(_ subject: Subject, _ clash: Subject) -> APIError {
