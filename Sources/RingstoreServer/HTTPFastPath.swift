@@ -47,18 +47,21 @@ extension NodeHTTPAPI: HTTPFastPath {
         // A body announced as too large is refused by the responder before it is read.
         if let length = head.headerFields[.contentLength].flatMap(Int.init), length > maxValueBytes { return nil }
         let uri = URI(target)
-        let segments = uri.path.split(separator: "/", omittingEmptySubsequences: false)
-        // "", "v1", "kv", table, key…[, operation]
-        guard segments.count >= 5, let table = try? lookUpTable(String(segments[3])) else { return nil }
+        // "/v1/kv/" table "/" key…[ "/" operation ], cut where the slashes are.
+        let path = uri.path
+        let afterPrefix = path.utf8.dropFirst(7)
+        guard path.utf8.starts(with: "/v1/kv/".utf8), let slash = afterPrefix.firstIndex(of: UInt8(ascii: "/")),
+              let table = try? lookUpTable(String(path[afterPrefix.startIndex..<slash]))
+        else { return nil }
+        let keyStart = path.utf8.index(after: slash)
         guard head.method == .post else {
-            return FastPathRequest(
-                head: head, uri: uri, table: table, rawKey: segments.dropFirst(4).joined(separator: "/"), operation: nil, started: .now)
+            return FastPathRequest(head: head, uri: uri, table: table, rawKey: String(path[keyStart...]), operation: nil, started: .now)
         }
         // The responder explains a POST to an eventual table, or one without a key.
-        guard table.consistency == .linearizable, segments.count >= 6 else { return nil }
+        guard table.consistency == .linearizable, let lastSlash = path.utf8[keyStart...].lastIndex(of: UInt8(ascii: "/")) else { return nil }
         return FastPathRequest(
-            head: head, uri: uri, table: table, rawKey: segments.dropFirst(4).dropLast().joined(separator: "/"),
-            operation: String(segments.last!), started: .now)
+            head: head, uri: uri, table: table, rawKey: String(path[keyStart..<lastSlash]),
+            operation: String(path[path.utf8.index(after: lastSlash)...]), started: .now)
     }
 
     public func serve(_ request: FastPathRequest, body: ByteBuffer, done: @escaping @Sendable (HTTPReply) -> Void) {
