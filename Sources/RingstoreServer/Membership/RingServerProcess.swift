@@ -44,15 +44,16 @@ public enum RingServerProcess {
         let forward = Self.forwarder(server)
         let tables = RingServerTables(server: server, forward: forward)
         let primaryOnly = RingServerTables(server: server, forward: { _ in nil })
+        let kv = RoutingKeyValueService(server: server)
         let rpcServer = RPCServer(
             host: listeners.rpcHost, port: listeners.rpcPort,
-            handler: RingServerRPCHandler(server: server, tables: tables, primaryOnlyTables: primaryOnly, kv: RoutingKeyValueService(server: server)),
+            handler: RingServerRPCHandler(server: server, tables: tables, primaryOnlyTables: primaryOnly, kv: kv),
             group: server.engineLoop, logger: logger)
         let rpcPort = try await rpcServer.start()
         server.start()
         let started = ContinuousClock.now
         let api = NodeHTTPAPI(
-            catalog: tables, service: RoutingKeyValueService(server: server), linearizable: RoutingLinearizableService(server: server),
+            catalog: tables, service: kv, linearizable: RoutingLinearizableService(server: server),
             cluster: RingServerView(server: server, rpcAddress: "\(listeners.rpcHost):\(rpcPort)"),
             maxValueBytes: listeners.maxValueBytes, registry: registry, logger: logger
         ) {
@@ -60,7 +61,6 @@ public enum RingServerProcess {
             let uptime = (ContinuousClock.now - started).components.seconds
             return "{\"status\":\"ok\",\"role\":\"ring\",\"ring_server\":\(JSONText.quote(options.id)),\"ring_role\":\"\(routing.role.label)\",\"term\":\(routing.term),\"formed\":\(routing.configuration.ring != nil),\"uptime_seconds\":\(uptime)}"
         }
-        let kv = RoutingKeyValueService(server: server)
         let window = RequestWindow()
         let appAPI = AppAPI(
             enrolment: EnrolmentAPI(tables: tables, kv: kv, linearizable: RoutingLinearizableService(server: server)),
