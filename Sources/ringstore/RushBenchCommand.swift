@@ -65,6 +65,20 @@ private struct SubjectInfo: Decodable, Sendable {
     var code: String
     var capacity: Int
     var enrolled: Int
+    var term: String
+    var day: String
+    var start: String
+    var end: String
+
+    /// Whether the two meet at overlapping times on the same day of the same term.
+    func clashes(with other: SubjectInfo) -> Bool {
+        func minutes(_ time: String) -> Int {
+            let parts = time.split(separator: ":").compactMap { Int($0) }
+            return parts.count == 2 ? parts[0] * 60 + parts[1] : 0
+        }
+        return term == other.term && day == other.day
+            && minutes(start) < minutes(other.end) && minutes(other.start) < minutes(end)
+    }
 }
 
 private final class RushProgress: Sendable {
@@ -298,8 +312,11 @@ private struct Rush: Sendable {
         }
         var oversold = 0
         for subject in subjects where (rosters[subject.code]?.count ?? 0) > subject.capacity { oversold += (rosters[subject.code]?.count ?? 0) - subject.capacity }
-        // Every confirmed enrolment in the roster and in the student's timetable.
+        // Every confirmed enrolment in the roster and in the student's timetable, and no
+        // timetable holding two subjects that meet at the same time.
         var lost = 0
+        var clashing = 0
+        let info = Dictionary(subjects.map { ($0.code, $0) }, uniquingKeysWith: { a, _ in a })
         for (student, codes) in state.confirmed {
             guard let reply = try? await client.send(method: "GET", path: "/app/v1/students/\(student)/enrolments"), reply.status == 200 else {
                 problems.append("timetable of \(student) could not be read")
@@ -309,6 +326,11 @@ private struct Rush: Sendable {
             for code in codes where !timetable.contains(code) || !(rosters[code]?.contains(student) ?? false) {
                 lost += 1
                 if lost <= 5 { problems.append("\(student)'s confirmed enrolment in \(code) is missing from \(timetable.contains(code) ? "the roster" : "the timetable")") }
+            }
+            let held = timetable.sorted().compactMap { info[$0] }
+            if let (a, b) = held.indices.lazy.flatMap({ i in held[(i + 1)...].lazy.map { (held[i], $0) } }).first(where: { $0.clashes(with: $1) }) {
+                clashing += 1
+                if clashing <= 5 { problems.append("\(student)'s timetable holds \(a.code) and \(b.code), which meet at the same time") }
             }
         }
         // Refusals: a full subject was full when refused (and stays full: nobody drops);
@@ -339,14 +361,14 @@ private struct Rush: Sendable {
         }
         let transport = state.outcomes.filter { $0.key.hasSuffix("_transport_error") || $0.key.hasSuffix("_503") }.map { "\($0.key)=\($0.value)" }.sorted()
         if !transport.isEmpty { lines.append("  failures seen by clients: \(transport.joined(separator: ", "))") }
-        lines.append("  checks: oversold seats \(oversold), lost enrolments \(lost), untrue refusals \(untrue)")
-        let passed = oversold == 0 && lost == 0 && untrue == 0 && problems.isEmpty
+        lines.append("  checks: oversold seats \(oversold), lost enrolments \(lost), untrue refusals \(untrue), clashing timetables \(clashing)")
+        let passed = oversold == 0 && lost == 0 && untrue == 0 && clashing == 0 && problems.isEmpty
         lines += problems.map { "  ! \($0)" }
         lines.append(passed ? "  all checks passed" : "  CHECKS FAILED")
         let mode = arrivalRate.map { "\"arrival_rate\":\($0),\"peak_in_session\":\(peakInSession)," } ?? "\"concurrency\":\(concurrency),"
         let json = "{\"students\":\(students),\"subjects\":\(subjects.count),\(mode)\"seconds\":\(String(format: "%.3f", seconds)),\"enrolled\":\(enrolled),"
             + "\"enrolments_per_second\":\(String(format: "%.1f", Double(enrolled) / seconds)),\"full\":\(state.outcomes["full"] ?? 0),\"clash\":\(state.outcomes["clash"] ?? 0),"
-            + "\"operations\":{\(operationsJSON.joined(separator: ","))},\"oversold\":\(oversold),\"lost\":\(lost),\"untrue_refusals\":\(untrue),\"passed\":\(passed)}"
+            + "\"operations\":{\(operationsJSON.joined(separator: ","))},\"oversold\":\(oversold),\"lost\":\(lost),\"untrue_refusals\":\(untrue),\"clashing_timetables\":\(clashing),\"passed\":\(passed)}"
         return Report(text: lines.joined(separator: "\n"), json: json, passed: passed)
     }
 }

@@ -43,6 +43,7 @@ def test_the_rush_oversells_nothing_and_loses_nothing_with_a_node_killed(ringsto
     assert rush.returncode == 0, out.decode() + err.decode()
     result = json.loads(report.read_text())
     assert result["passed"] and result["oversold"] == 0 and result["lost"] == 0 and result["untrue_refusals"] == 0, result
+    assert result["clashing_timetables"] == 0, result
     assert result["enrolled"] > STUDENTS, result
     assert result["full"] > 0, "no subject filled up: the run did not test the capacity limit"
     assert set(result["operations"]) == {"sign_in", "browse", "enrol", "timetable"}, result
