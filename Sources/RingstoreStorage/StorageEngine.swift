@@ -74,6 +74,10 @@ public final class StorageEngine: Sendable {
         var writtenSequence: UInt64
         var syncedSequence: UInt64
         var waiters: [(sequence: UInt64, waiter: DurabilityWaiter)] = []
+        /// How many waiters wake the syncer: 1 while it waits for work, the writers it
+        /// gathers while it gathers, and none (`.max`) while it syncs or once woken.
+        /// Each waiter used to wake it; on a busy machine each wake is a task switch.
+        var wakeAt = 1
         /// Closed segments that still need a hint file.
         var segmentsNeedingHints: [UInt32] = []
         /// Callers of `merge()` waiting for the maintenance thread.
@@ -402,13 +406,15 @@ public final class StorageEngine: Sendable {
     }
 
     private func register(_ waiter: DurabilityWaiter, for sequence: UInt64) {
-        let ready: StorageError?? = state.withLock { state in
-            if let failure = state.failure { return .some(failure) }
-            if state.syncedSequence >= sequence { return .some(nil) }
+        let (ready, wake): (StorageError??, Bool) = state.withLock { state in
+            if let failure = state.failure { return (.some(failure), false) }
+            if state.syncedSequence >= sequence { return (.some(nil), false) }
             state.waiters.append((sequence, waiter))
-            return .none
+            guard state.waiters.count >= state.wakeAt else { return (.none, false) }
+            state.wakeAt = .max
+            return (.none, true)
         }
-        if let ready { waiter.complete(ready) } else { syncer.signal() }
+        if let ready { waiter.complete(ready) } else if wake { syncer.signal() }
     }
 
     /// One round of the syncer: fsync the active segment if anything is unsynced, then
@@ -445,11 +451,18 @@ public final class StorageEngine: Sendable {
     /// last fsync need a few microseconds to come back with their next write; without
     /// this pause the syncer would race ahead of them and 32 writers would split into
     /// two batches of 16, each paying a whole fsync.
+    /// Sleeps until that many wait, or the deadline passes: the writers wake it once.
     func gatherWriters(expected: Int, worker: WorkerThread) {
         guard expected > 1 else { return }
         let deadline = ContinuousClock.now + Self.groupCommitGatherMax
-        while state.withLock({ $0.waiters.count }) < expected && ContinuousClock.now < deadline {
-            _ = worker.waitForWork(timeout: .microseconds(20))
+        while true {
+            let gathered = state.withLock { state in
+                if state.waiters.count >= expected { return true }
+                state.wakeAt = expected
+                return false
+            }
+            let left = deadline - ContinuousClock.now
+            if gathered || left <= .zero || !worker.waitForWork(timeout: left) { return }
         }
     }
 
@@ -480,9 +493,19 @@ public final class StorageEngine: Sendable {
         let gathers = options.durability == .always
         syncer.start { [weak self] worker in
             var expected = 0
-            while worker.waitForWork(timeout: syncInterval) {
+            while true {
+                // Sleeps only when nobody waits: writers that came during the last
+                // fsync are served at once, without a wake.
+                let idle = self?.state.withLock { state in
+                    if state.waiters.isEmpty { state.wakeAt = 1 }
+                    return state.waiters.isEmpty
+                } ?? true
+                if idle || worker.isStopping {
+                    guard worker.waitForWork(timeout: syncInterval) else { return }
+                }
                 guard let self else { return }
                 if gathers { self.gatherWriters(expected: expected, worker: worker) }
+                self.state.withLock { $0.wakeAt = .max }
                 expected = self.syncOnce()
             }
         }

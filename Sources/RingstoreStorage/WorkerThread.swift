@@ -54,6 +54,13 @@ final class WorkerThread: @unchecked Sendable {
         return !stopping
     }
 
+    /// Whether `stopAndWait` was called: the body should return.
+    var isStopping: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return stopping
+    }
+
     /// Asks the thread to stop and waits until its body has returned.
     func stopAndWait() {
         condition.lock()

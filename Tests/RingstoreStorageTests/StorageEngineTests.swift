@@ -215,7 +215,7 @@ struct StorageEngineTests {
         await reopened.close()
     }
 
-    // Proves that 32 concurrent writers under `always` all complete and share fsyncs.
+    // Proves that 32 concurrent writers under `always` all complete and share fsyncs, and that a lone writer afterwards is synced at once each time.
     @Test func groupCommitUnderConcurrentWriters() async throws {
         let folder = TemporaryDirectory()
         defer { folder.remove() }
@@ -229,6 +229,12 @@ struct StorageEngineTests {
             try await group.waitForAll()
         }
         #expect(engine.statistics.keys == 640)
+        #expect(engine.statistics.syncs < 640, "writers that wait together share an fsync")
+        // A lone writer after the crowd: the syncer gathers for the crowd it last saw,
+        // gives up at its deadline, and sleeps between writes until the next one wakes it.
+        let before = engine.statistics.syncs
+        for index in 0..<50 { try await engine.put(partition: p0, key: bytes("alone-\(index)"), value: bytes("v")) }
+        #expect(engine.statistics.syncs - before == 50, "each lone durable write is synced on its own")
         await engine.close()
     }
 
