@@ -11,6 +11,12 @@ public enum ClientOperation: Sendable, Equatable {
         case .get(let key, _, _), .put(let key, _, _, _, _): key
         }
     }
+
+    /// Whether the operation is a read, which changes nothing wherever it runs.
+    public var isRead: Bool {
+        if case .get = self { return true }
+        return false
+    }
 }
 
 /// Why a client operation failed.

@@ -132,9 +132,28 @@ public enum LinearizableChange: Hashable, Sendable {
             }
             return delta == 0 && live != nil ? .applied(current) : changed(.counter(sum))
         case .setAdd(let member, let cap):
-            return Self.setAdd(member, cap: cap, conflicts: [], to: current, live: live, changed: changed, refused: refused)
+            return LinearizableChange.setAddUnless(member: member, cap: cap, conflicts: []).apply(to: current)
         case .setAddUnless(let member, let cap, let conflicts):
-            return Self.setAdd(member, cap: cap, conflicts: conflicts, to: current, live: live, changed: changed, refused: refused)
+            guard member.utf8.count <= CASPaxosLimits.setMemberBytesMax else {
+                return refused(.memberTooLong(bytes: member.utf8.count, max: CASPaxosLimits.setMemberBytesMax))
+            }
+            let members: [String]
+            switch live {
+            case nil: members = []
+            case .set(let existing): members = existing
+            case let other?: return refused(.wrongKind(expected: .set, found: other.kind ?? .bytes))
+            }
+            let index = Self.insertionIndex(of: member, in: members)
+            if index < members.count, members[index] == member { return .applied(current) }
+            if let conflict = conflicts.first(where: { Self.contains($0, in: members) }) {
+                return refused(.conflictingMember(conflict))
+            }
+            guard members.count < Swift.min(cap, CASPaxosLimits.setMembersMax) else {
+                return refused(.setFull(count: members.count, cap: cap))
+            }
+            var added = members
+            added.insert(member, at: index)
+            return changed(.set(added))
         case .setRemove(let member):
             switch live {
             case nil: return .applied(current)
@@ -147,34 +166,6 @@ public enum LinearizableChange: Hashable, Sendable {
             case let other?: return refused(.wrongKind(expected: .set, found: other.kind ?? .bytes))
             }
         }
-    }
-
-    /// `setAdd` and `setAddUnless`: a member already present changes nothing; a
-    /// conflicting member, then a full set, refuse.
-    private static func setAdd(
-        _ member: String, cap: Int, conflicts: [String], to current: LinearizableValue?, live: LinearizableContent?,
-        changed: (LinearizableContent) -> LinearizableOutcome, refused: (LinearizableRefusal) -> LinearizableOutcome
-    ) -> LinearizableOutcome {
-        guard member.utf8.count <= CASPaxosLimits.setMemberBytesMax else {
-            return refused(.memberTooLong(bytes: member.utf8.count, max: CASPaxosLimits.setMemberBytesMax))
-        }
-        let members: [String]
-        switch live {
-        case nil: members = []
-        case .set(let existing): members = existing
-        case let other?: return refused(.wrongKind(expected: .set, found: other.kind ?? .bytes))
-        }
-        let index = Self.insertionIndex(of: member, in: members)
-        if index < members.count, members[index] == member { return .applied(current) }
-        if let conflict = conflicts.first(where: { Self.contains($0, in: members) }) {
-            return refused(.conflictingMember(conflict))
-        }
-        guard members.count < Swift.min(cap, CASPaxosLimits.setMembersMax) else {
-            return refused(.setFull(count: members.count, cap: cap))
-        }
-        var added = members
-        added.insert(member, at: index)
-        return changed(.set(added))
     }
 
     private static func contains(_ member: String, in members: [String]) -> Bool {

@@ -50,7 +50,7 @@ final class RoutingKeyValueService: KeyValueService {
     /// fast path never leaves them.
     private func coordinate(_ operation: ClientOperation, routing: RoutingSnapshot, done: @escaping @Sendable (Result<ClientResult, any Error>) -> Void) {
         let (type, body) = PeerCodec.encode(PeerRequest.coordinate(operation))
-        forward(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), operation: operation, routing: routing) { result in
+        forward(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), of: operation, routing: routing) { result in
             done(Result {
                 let reply = try result.get()
                 switch try PeerCodec.decodeReply(type: reply.messageType, body: Array(reply.body.readableBytesView)) {
@@ -83,14 +83,10 @@ final class RoutingKeyValueService: KeyValueService {
         }
         let routing = server.routing
         // The partition is the ring server's to compute, whatever the sender put in it.
-        let key = ItemKey(table: operation.key.table, key: operation.key.key, partitioning: routing.partitioning)
-        let checked: ClientOperation = switch operation {
-        case .get(_, let r, let n): .get(key, r: r, n: n)
-        case .put(_, let sibling, let context, let w, let n): .put(key, sibling: sibling, context: context, w: w, n: n)
-        }
+        let partition = routing.partitioning.partition(table: operation.key.table, key: operation.key.key)
         let promise = server.engineLoop.makePromise(of: RPCMessage.self)
         let counters = forwarded
-        forward(request, operation: checked, routing: routing) { result in
+        forward(request, partition: partition, isRead: operation.isRead, routing: routing) { result in
             switch result {
             case .success(let reply):
                 counters.answered.increment()
@@ -110,12 +106,19 @@ final class RoutingKeyValueService: KeyValueService {
 
     /// Sends `request`, the encoding of `operation`, to the key's coordinators in turn.
     private func forward(
-        _ request: RPCMessage, operation: ClientOperation, routing: RoutingSnapshot,
+        _ request: RPCMessage, of operation: ClientOperation, routing: RoutingSnapshot,
         done: @escaping @Sendable (Result<RPCMessage, any Error>) -> Void
     ) {
-        let candidates = routing.coordinators(for: operation.key.partition)
+        forward(request, partition: operation.key.partition, isRead: operation.isRead, routing: routing, done: done)
+    }
+
+    /// Sends `request` to the coordinators of `partition` in turn.
+    private func forward(
+        _ request: RPCMessage, partition: PartitionID, isRead: Bool, routing: RoutingSnapshot,
+        done: @escaping @Sendable (Result<RPCMessage, any Error>) -> Void
+    ) {
+        let candidates = routing.coordinators(for: partition)
         guard !candidates.isEmpty else { return done(.failure(Self.notFormed)) }
-        let isRead = if case .get = operation { true } else { false }
         attempt(request, isRead: isRead, candidates: candidates[...], reasons: [], done: done)
     }
 
