@@ -125,9 +125,13 @@ enum Recovery {
             logger.warning("truncated a torn tail: these bytes held no complete record", metadata: [
                 "segment": "\(file.path)", "offset": "\(outcome.validBytes)", "bytes": "\(outcome.tornBytes)",
             ])
+            report.tornBytesTruncated += outcome.tornBytes
+        }
+        if outcome.tornBytes > 0 || outcome.zeroTailBytes > 0 {
+            // A zero tail is the space an active segment had preallocated when the
+            // process stopped without closing it: nothing was lost.
             try file.truncate(to: outcome.validBytes)
             try file.sync()
-            report.tornBytesTruncated += outcome.tornBytes
         }
         if outcome.validBytes > 0 {
             let hint = HintFile.encode(segment: file.id, entries: entries)

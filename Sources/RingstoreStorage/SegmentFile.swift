@@ -84,6 +84,18 @@ final class SegmentFile: @unchecked Sendable {
         if let failure { throw failure }
     }
 
+    /// Writes zeros over `range`, extending the file when the range ends past it.
+    func writeZeros(_ range: Range<Int>) throws(StorageError) {
+        var offset = range.lowerBound
+        while offset < range.upperBound {
+            let count = min(range.upperBound - offset, Self.zeros.count)
+            try write(count == Self.zeros.count ? Self.zeros : Array(Self.zeros[..<count]), at: offset)
+            offset += count
+        }
+    }
+
+    private static let zeros = [UInt8](repeating: 0, count: 64 << 10)
+
     /// Forces the file's data to the device.
     func sync() throws(StorageError) {
         guard fdatasync(descriptor) == 0 else { throw .system("fdatasync", path) }

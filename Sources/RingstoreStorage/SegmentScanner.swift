@@ -2,14 +2,18 @@
 ///
 /// A record that fails its checksum is skipped when a good record can be found
 /// after it (a flipped bit in the middle of a file); when no good record follows,
-/// everything from the bad record on is a torn tail.
+/// everything from the bad record on is a torn tail. Zeros after the last record are
+/// the active segment's preallocated space, not damage.
 enum SegmentScanner {
     /// What a scan found besides the good records.
     struct Outcome: Equatable {
         /// Offset just past the last good record: the length the file should have.
         var validBytes: Int
-        /// Bytes after `validBytes` that hold no good record (a torn tail).
+        /// Bytes after `validBytes` that hold no good record and are not all zero (a torn tail).
         var tornBytes: Int
+        /// Bytes after `validBytes` that are all zero: space the writer preallocated
+        /// and never used. Either this or `tornBytes` is 0.
+        var zeroTailBytes = 0
         /// Offsets and lengths of regions in the middle that failed their checksum and were skipped.
         var skippedRegions: [Range<Int>]
     }
@@ -27,11 +31,25 @@ enum SegmentScanner {
                 offset += header.recordBytes
                 continue
             }
+            if isZero(UnsafeRawBufferPointer(rebasing: bytes[offset...])) {
+                return Outcome(validBytes: offset, tornBytes: 0, zeroTailBytes: bytes.count - offset, skippedRegions: skipped)
+            }
             guard let next = nextGoodRecord(in: bytes, after: offset) else { break }
             skipped.append(offset..<next)
             offset = next
         }
         return Outcome(validBytes: offset, tornBytes: bytes.count - offset, skippedRegions: skipped)
+    }
+
+    private static func isZero(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        var index = 0
+        let words = bytes.count / 8
+        while index < words {
+            if bytes.loadUnaligned(fromByteOffset: index * 8, as: UInt64.self) != 0 { return false }
+            index += 1
+        }
+        for byte in bytes[(words * 8)...] where byte != 0 { return false }
+        return true
     }
 
     /// The header of the record at `offset` if the whole record is present and its checksum matches.

@@ -43,13 +43,31 @@ struct FormatTests {
         }
         let recordBytes = bytes.count / 5
         bytes[2 * recordBytes + 26] ^= 1
-        bytes.append(contentsOf: [UInt8](repeating: 0, count: 10))
+        var torn = bytes
+        torn.append(contentsOf: [UInt8](repeating: 0xFF, count: 10))
         var seen: [UInt64] = []
-        let outcome = bytes.withUnsafeBytes { raw in SegmentScanner.scan(raw) { header, _ in seen.append(header.sequence) } }
+        let outcome = torn.withUnsafeBytes { raw in SegmentScanner.scan(raw) { header, _ in seen.append(header.sequence) } }
         #expect(seen == [0, 1, 3, 4])
         #expect(outcome.skippedRegions == [(2 * recordBytes)..<(3 * recordBytes)])
         #expect(outcome.tornBytes == 10)
+        #expect(outcome.zeroTailBytes == 0)
         #expect(outcome.validBytes == 5 * recordBytes)
+
+        // Zeros after the last record are preallocated space, not a torn tail…
+        var preallocated = bytes
+        preallocated.append(contentsOf: [UInt8](repeating: 0, count: 4099))
+        let zeroTail = preallocated.withUnsafeBytes { raw in SegmentScanner.scan(raw) { _, _ in } }
+        #expect(zeroTail.tornBytes == 0)
+        #expect(zeroTail.zeroTailBytes == 4099)
+        #expect(zeroTail.validBytes == 5 * recordBytes)
+
+        // …but a cut-off record before them is.
+        var cutThenZeros = Array(bytes[..<(5 * recordBytes - 3)])
+        cutThenZeros.append(contentsOf: [UInt8](repeating: 0, count: 100))
+        let cut = cutThenZeros.withUnsafeBytes { raw in SegmentScanner.scan(raw) { _, _ in } }
+        #expect(cut.validBytes == 4 * recordBytes)
+        #expect(cut.tornBytes == recordBytes - 3 + 100)
+        #expect(cut.zeroTailBytes == 0)
     }
 
     // Proves that hint files round-trip and that a damaged or truncated one is refused whole.

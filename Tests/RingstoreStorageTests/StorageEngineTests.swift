@@ -163,6 +163,75 @@ struct StorageEngineTests {
         await reopened.close()
     }
 
+    // Proves that the active segment is zero-filled ahead of the writes, and that a clean close and a roll-over leave no zeros behind.
+    @Test func activeSegmentIsPreallocatedAndTrimmed() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let recordBytes = RecordFormat.headerBytes + 4 + 101
+        let engine = try StorageEngine(directory: folder.path, logger: quietLogger)
+        for index in 0..<10 { try await engine.put(partition: p0, key: bytes("key\(index)"), value: Array(repeating: 0xAB, count: 101)) }
+        let active = folder.path + "/" + folder.files(withSuffix: ".seg").last!
+        #expect(try fileSize(active) == StorageEngine.preallocationStep)
+        await engine.close()
+        #expect(try fileSize(active) == 10 * recordBytes)
+
+        // Segments of 4 KiB: each closed one is cut to its records when the next starts.
+        let small = TemporaryDirectory()
+        defer { small.remove() }
+        let rolling = try StorageEngine(directory: small.path, options: StorageOptions(segmentBytesMax: 4096), logger: quietLogger)
+        for index in 0..<100 { try await rolling.put(partition: p0, key: bytes("key\(index % 10)"), value: Array(repeating: 0xAB, count: 101)) }
+        let names = small.files(withSuffix: ".seg")
+        #expect(names.count > 2)
+        for name in names.dropLast() {
+            let size = try fileSize(small.path + "/" + name)
+            #expect(size == (4096 / recordBytes) * recordBytes, "\(name) holds whole records only")
+        }
+        #expect(try fileSize(small.path + "/" + names.last!) == 4096, "the active one is filled to its limit")
+        await rolling.close()
+        #expect(try fileSize(small.path + "/" + names.last!) % recordBytes == 0)
+    }
+
+    // Proves that the zero tail a killed process leaves is dropped on restart without a warning, while a cut-off record before zeros is still a torn tail.
+    @Test func zeroTailAfterCrashIsNotDamage() async throws {
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let recordBytes = RecordFormat.headerBytes + 4 + 100
+        var engine: StorageEngine? = try StorageEngine(directory: folder.path, logger: quietLogger)
+        for index in 0..<10 { try await engine!.put(partition: p0, key: bytes("key\(index)"), value: Array(repeating: UInt8(index), count: 100)) }
+        await engine!.close()
+        engine = nil
+        let segment = folder.path + "/" + folder.files(withSuffix: ".seg").last!
+        // What a process killed between two writes leaves: records, then preallocated zeros.
+        let handle = FileHandle(forWritingAtPath: segment)!
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(count: StorageEngine.preallocationStep))
+        try handle.close()
+
+        let messages = CapturingLogHandler.Messages()
+        let logger = Logger(label: "test") { _ in CapturingLogHandler(messages: messages) }
+        var reopened: StorageEngine? = try StorageEngine(directory: folder.path, logger: logger)
+        #expect(reopened!.recoveryReport.tornBytesTruncated == 0)
+        #expect(!messages.all.contains { $0.contains("torn tail") })
+        #expect(try fileSize(segment) == 10 * recordBytes)
+        for index in 0..<10 { #expect(try reopened!.get(partition: p0, key: bytes("key\(index)")) == Array(repeating: UInt8(index), count: 100)) }
+        await reopened!.close()
+        reopened = nil
+
+        // A record cut off mid-write, then zeros: the record is torn, and everything after it goes.
+        for hint in folder.files(withSuffix: ".hint") { try FileManager.default.removeItem(atPath: folder.path + "/" + hint) }
+        let cut = FileHandle(forWritingAtPath: segment)!
+        try cut.truncate(atOffset: UInt64(10 * recordBytes - 50))
+        try cut.seekToEnd()
+        try cut.write(contentsOf: Data(count: 4096))
+        try cut.close()
+        let again = try StorageEngine(directory: folder.path, logger: logger)
+        #expect(again.recoveryReport.tornBytesTruncated == recordBytes - 50 + 4096)
+        #expect(try again.get(partition: p0, key: bytes("key9")) == nil)
+        #expect(try again.get(partition: p0, key: bytes("key8")) == Array(repeating: 8, count: 100))
+        #expect(messages.all.contains { $0.contains("torn tail") })
+        await again.close()
+    }
+
     // Proves that a flipped bit in a value is caught: with a hint file the read fails, without one recovery skips the record; other keys are served.
     @Test(arguments: [false, true])
     func flippedBitIsNeverServed(removeHints: Bool) async throws {
@@ -358,4 +427,8 @@ struct StorageEngineTests {
         await #expect(throws: StorageError.closed) { try await engine.put(partition: p0, key: bytes("k"), value: bytes("v")) }
         #expect(throws: StorageError.closed) { try engine.get(partition: p0, key: bytes("k")) }
     }
+}
+
+private func fileSize(_ path: String) throws -> Int {
+    try FileManager.default.attributesOfItem(atPath: path)[.size] as! Int
 }
