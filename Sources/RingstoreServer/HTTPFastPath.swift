@@ -77,12 +77,17 @@ extension NodeHTTPAPI: HTTPFastPath {
     }
 }
 
-/// The channel handler of the fast path. It sits after the HTTP codec, which holds
-/// each further request of a connection until the response before it is written, so
-/// it sees one request at a time and answers in order.
-final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
+/// The channel handler of the fast path. It sits after the HTTP codec and keeps a
+/// connection's answers in the order of its requests: a request waits while an answer
+/// before it is pending, whether the fast path or the responder gives it. The
+/// responder takes its requests one after another, so requests for it pass on at
+/// once unless a fast answer is pending. (The codec's pipelining assistance did this
+/// by holding back reads, which cost two `epoll_ctl` calls per request answered
+/// after the read: bench/results/http-pipelining-2026-11-28.md.)
+final class FastPathHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = HTTPRequestPart
     typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
     typealias OutboundOut = HTTPResponsePart
 
     private enum State {
@@ -96,12 +101,31 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
         case tooLarge(FastPathRequest, ByteBuffer)
         /// Waiting for the answer.
         case responding
+
+        var isIdle: Bool {
+            if case .idle = self { return true }
+            return false
+        }
     }
+
+    /// Parts held back (a pipelining client's later requests) past which reading stops.
+    static let heldPartsMax = 256
 
     private let fastPath: any HTTPFastPath
     private let logger: Logger
     private var state = State.idle
     private var date = HTTPDateCache()
+    /// Requests passed on to the responder whose answers have not been written to the end.
+    private var responderAnswersPending = 0
+    /// Parts that wait for an answer before them, in the order they came.
+    private var held = CircularBuffer<HTTPRequestPart>()
+    private var draining = false
+    /// Whether `drain` passed a part on to the responder.
+    private var passedOn = false
+    /// A read the channel asked for while too many parts were held.
+    private var readDeferred = false
+    /// The client closed its side while answers were pending: passed on after them.
+    private var inputClosedDeferred = false
 
     init(fastPath: any HTTPFastPath, logger: Logger) {
         self.fastPath = fastPath
@@ -110,19 +134,30 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let part = unwrapInboundIn(data)
+        if held.isEmpty, !draining, handle(part, context: context) { return }
+        held.append(part)
+    }
+
+    /// Handles one part in order; false when it must wait for an answer before it.
+    private func handle(_ part: HTTPRequestPart, context: ChannelHandlerContext) -> Bool {
         switch (state, part) {
         case (.idle, .head(let head)):
             if let request = fastPath.accept(head) {
+                guard responderAnswersPending == 0 else { return false }
                 state = .collecting(request, context.channel.allocator.buffer(capacity: 0))
             } else {
+                responderAnswersPending += 1
                 state = .forwarding
-                context.fireChannelRead(data)
+                passedOn = true
+                context.fireChannelRead(wrapInboundOut(part))
             }
         case (.forwarding, .end):
             state = .idle
-            context.fireChannelRead(data)
+            passedOn = true
+            context.fireChannelRead(wrapInboundOut(part))
         case (.forwarding, _), (.idle, _):
-            context.fireChannelRead(data)
+            passedOn = true
+            context.fireChannelRead(wrapInboundOut(part))
         case (.collecting(let request, var body), .body(var chunk)):
             state = .responding  // no copy of the buffer while it grows
             if body.readableBytes + chunk.readableBytes > fastPath.bodyBytesMax {
@@ -146,16 +181,73 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         case (.tooLarge, .body):
             break
-        case (.collecting, .head), (.tooLarge, .head), (.responding, _):
-            // The codec delivers one request at a time; anything else is a broken connection.
+        case (.responding, _):
+            return false
+        case (.collecting, .head), (.tooLarge, .head):
+            // The codec ends a request before it begins the next; anything else is a broken connection.
             logger.error("HTTP request part out of order on a connection; closing it", metadata: ["part": "\(part)"])
+            held.removeAll()
             context.close(promise: nil)
         }
+        return true
+    }
+
+    /// Handles the held parts that no longer wait, then reads again if reading stopped.
+    private func drain(context: ChannelHandlerContext) {
+        guard !draining else { return }
+        draining = true
+        passedOn = false
+        while let part = held.first {
+            guard handle(part, context: context) else { break }
+            // `handle` may have closed the connection and emptied the queue.
+            if !held.isEmpty { held.removeFirst() }
+        }
+        draining = false
+        // The responder's channel hands parts over at the end of a read burst; outside
+        // one, this is that end.
+        if passedOn {
+            passedOn = false
+            context.fireChannelReadComplete()
+        }
+        if readDeferred, held.count < Self.heldPartsMax {
+            readDeferred = false
+            context.read()
+        }
+        if inputClosedDeferred, held.isEmpty, state.isIdle, responderAnswersPending == 0 {
+            inputClosedDeferred = false
+            context.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
+        }
+    }
+
+    func read(context: ChannelHandlerContext) {
+        guard held.count < Self.heldPartsMax else {
+            readDeferred = true
+            return
+        }
+        context.read()
+    }
+
+    /// Counts the responder's answers as they end, and lets the requests behind them go.
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        context.write(data, promise: promise)
+        guard case .end = unwrapOutboundIn(data), responderAnswersPending > 0 else { return }
+        responderAnswersPending -= 1
+        if responderAnswersPending == 0, !held.isEmpty || inputClosedDeferred { drain(context: context) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, event == .inputClosed,
+           !held.isEmpty || responderAnswersPending > 0 || !state.isIdle {
+            // Answers are still due on this connection: the responder learns of the
+            // closed input (and may close the connection) only after them.
+            inputClosedDeferred = true
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     private func write(_ reply: HTTPReply, request: FastPathRequest, context: ChannelHandlerContext) {
         guard case .responding = state else { return }  // the connection closed meanwhile
-        // Idle before the end is written: the codec hands over the next request as it passes.
         state = .idle
         var headers = reply.headers
         headers[.date] = date.now()
@@ -167,6 +259,7 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
         if let body = reply.body, length > 0 { context.write(wrapOutboundOut(.body(body)), promise: nil) }
         if close {
             let channel = context.channel
+            held.removeAll()
             context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
         } else {
             // Flushed once the loop has handled its other ready connections, so that a
@@ -174,16 +267,25 @@ final class FastPathHandler: ChannelInboundHandler, RemovableChannelHandler {
             context.write(wrapOutboundOut(.end(nil)), promise: nil)
             let channel = context.channel
             context.eventLoop.execute { channel.flush() }
+            if !held.isEmpty || inputClosedDeferred { drain(context: context) }
         }
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
-        state = .idle
+        reset()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        state = .idle
+        reset()
         context.fireChannelInactive()
+    }
+
+    private func reset() {
+        state = .idle
+        held.removeAll()
+        responderAnswersPending = 0
+        readDeferred = false
+        inputClosedDeferred = false
     }
 }
 
@@ -206,9 +308,8 @@ struct HTTPDateCache {
     }
 }
 
-/// Hummingbird's HTTP/1 server with the fast path in front of the responder, and
-/// the codec's pipelining assistance on (it keeps the fast path's answers in order
-/// with the responder's).
+/// Hummingbird's HTTP/1 server with the fast path in front of the responder, which
+/// keeps the fast path's answers in order with the responder's.
 public struct FastPathHTTP1Channel: HTTPChannelHandler {
     public typealias Value = NIOAsyncChannel<HTTPRequestPart, HTTPResponsePart>
 
@@ -219,7 +320,7 @@ public struct FastPathHTTP1Channel: HTTPChannelHandler {
     public func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
         channel.eventLoop.makeCompletedFuture {
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-                withPipeliningAssistance: true,
+                withPipeliningAssistance: false,  // FastPathHandler keeps the order
                 withErrorHandling: false,  // the responder's loop answers parse errors
                 withOutboundHeaderValidation: false  // HTTP types validate fields already
             )
