@@ -135,7 +135,14 @@ enum Recovery {
         }
         if outcome.validBytes > 0 {
             let hint = HintFile.encode(segment: file.id, entries: entries)
-            try FileSystem.writeAtomically(hint, to: SegmentNames.hintPath(directory, file.id), directory: directory)
+            do {
+                try FileSystem.writeAtomically(hint, to: SegmentNames.hintPath(directory, file.id), directory: directory)
+            } catch {
+                // A hint file only speeds up the next start; a full disk must not stop this one.
+                logger.warning("could not write a hint file; the next start will scan the segment again", metadata: [
+                    "segment": "\(file.path)", "error": "\(error)",
+                ])
+            }
         }
         return outcome.validBytes
     }

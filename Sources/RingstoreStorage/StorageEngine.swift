@@ -69,7 +69,8 @@ public final class StorageEngine: Sendable {
         var usage: [UInt32: SegmentUsage] = [:]
         var active: SegmentFile
         var activeBytes = 0
-        /// How far the active segment is zero-filled; never less than `activeBytes`.
+        /// How far the active segment is zero-filled. Below `activeBytes` only while a
+        /// disk too full for the zeros takes plain appends.
         var preallocatedBytes = 0
         var nextSegmentID: UInt32
         var nextSequence: UInt64
@@ -372,10 +373,18 @@ public final class StorageEngine: Sendable {
     /// through ext4's journal; after writes over blocks that already hold zeros it
     /// flushes only data. Measured here: 35% less time and 40% less CPU per sync.
     /// Recovery treats a zero tail as unused space, not as a torn record.
+    /// On a disk too full for the step, the zeros written are cut off again and the
+    /// record is appended without them, so that the last megabyte stays usable.
     private func preallocate(through end: Int, _ state: inout State) throws(StorageError) {
         let target = max(end, min(state.activeBytes + Self.preallocationStep, options.segmentBytesMax))
-        try state.active.writeZeros(state.preallocatedBytes..<target)
-        state.preallocatedBytes = target
+        // The file ends here: at the zeros, or past them after appends without any.
+        let length = max(state.preallocatedBytes, state.activeBytes)
+        do throws(StorageError) {
+            try state.active.writeZeros(length..<target)
+            state.preallocatedBytes = target
+        } catch .diskFull {
+            try state.active.truncate(to: length)
+        }
     }
 
     /// How much of the active segment is zero-filled ahead of the writes at a time.

@@ -232,6 +232,59 @@ struct StorageEngineTests {
         await again.close()
     }
 
+    // Proves that a disk with room for records but not for the next megabyte of zeros
+    // still takes writes, that once it is full the refusal is a disk-full error, and
+    // that the engine then opens again with every write it took (without room for
+    // the hint file recovery writes).
+    @Test func nearlyFullDiskStillTakesWrites() async throws {
+        guard geteuid() == 0 else { return }  // mounting a small file system needs root
+        let folder = TemporaryDirectory()
+        defer { folder.remove() }
+        let mount = Process()
+        mount.executableURL = URL(fileURLWithPath: "/bin/mount")
+        mount.arguments = ["-t", "tmpfs", "-o", "size=1536k", "tmpfs", folder.path]
+        try mount.run()
+        mount.waitUntilExit()
+        guard mount.terminationStatus == 0 else { return }  // no mounting here (a container without the right)
+        defer {
+            let unmount = Process()
+            unmount.executableURL = URL(fileURLWithPath: "/bin/umount")
+            unmount.arguments = [folder.path]
+            try? unmount.run()
+            unmount.waitUntilExit()
+        }
+        var engine: StorageEngine? = try StorageEngine(directory: folder.path + "/data", logger: quietLogger)
+        let value = [UInt8](repeating: 0x5A, count: 1000)
+        var written = 0
+        // The first megabyte of records fits the first step of zeros; the next step
+        // does not fit the file system, and the records after it are appended plainly.
+        for index in 0..<1300 {
+            do {
+                try await engine!.put(partition: p0, key: bytes("key\(index)"), value: value)
+            } catch {
+                Issue.record("write \(index) of 1,300 refused: \(error)")
+                throw error
+            }
+            written += 1
+        }
+        var refusal: (any Error)?
+        for index in 1300..<2000 {
+            do {
+                try await engine!.put(partition: p0, key: bytes("key\(index)"), value: value)
+                written += 1
+            } catch {
+                refusal = error
+                break
+            }
+        }
+        #expect(refusal as? StorageError == .diskFull, "once full, a write is refused as disk full: \(String(describing: refusal))")
+        await engine!.close()
+        engine = nil
+        let reopened = try StorageEngine(directory: folder.path + "/data", logger: quietLogger)
+        for index in 0..<written { #expect(try reopened.get(partition: p0, key: bytes("key\(index)")) == value) }
+        await reopened.close()
+    }
+
     // Proves that a flipped bit in a value is caught: with a hint file the read fails, without one recovery skips the record; other keys are served.
     @Test(arguments: [false, true])
     func flippedBitIsNeverServed(removeHints: Bool) async throws {
