@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import NIOCore
+import RingstoreBench
 import RingstoreClient
 import RingstoreCore
 import Synchronization
@@ -196,8 +197,10 @@ private struct Rush: Sendable {
         guard await call(client, "sign_in", "GET", "/app/v1/students/\(id)") != nil else { return }
         guard let browsed = await call(client, "browse", "GET", "/app/v1/subjects") else { return }
         // Like a student at the page, nobody clicks Enrol on a subject shown as full.
-        struct List: Decodable { var subjects: [SubjectInfo] }
-        let full = Set(((try? JSONDecoder().decode(List.self, from: Data(browsed.body)))?.subjects ?? []).filter { $0.enrolled >= $0.capacity }.map(\.code))
+        let full = SubjectPageScan.fullSubjects(in: browsed.body) ?? {
+            struct List: Decodable { var subjects: [SubjectInfo] }
+            return Set(((try? JSONDecoder().decode(List.self, from: Data(browsed.body)))?.subjects ?? []).filter { $0.enrolled >= $0.capacity }.map(\.code))
+        }()
         let wanted = Int.random(in: 4...6, using: &random)
         var candidates = Array(zip(ranked, weights)).filter { !full.contains($0.0) }
         var enrolled = 0
