@@ -2,11 +2,11 @@
 """How much an fdatasync costs on this machine's file system, by how the file grows.
 
 Writes N records of B bytes to a file in DIR, each followed by fdatasync, three ways:
-  append  the file grows with every write (its size must reach the journal each time)
+  append  the file grows with every write (its new size must reach the device each time)
   zero    the file was filled with zeros first; writes overwrite existing blocks
   falloc  the space was reserved with posix_fallocate (unwritten extents)
 and prints syncs per second, wall time per sync and this process's CPU per sync
-(the kernel's journal thread, if any, is not counted).
+(kernel threads, such as a journal's, are not counted).
 
 usage: bench/fsync-modes.py [DIR] [N] [B]
 """
