@@ -247,9 +247,10 @@ struct StorageEngineTests {
         mount.waitUntilExit()
         guard mount.terminationStatus == 0 else { return }  // no mounting here (a container without the right)
         defer {
+            // Lazily: a descriptor the engine has not closed yet must not keep it mounted.
             let unmount = Process()
             unmount.executableURL = URL(fileURLWithPath: "/bin/umount")
-            unmount.arguments = [folder.path]
+            unmount.arguments = ["--lazy", folder.path]
             try? unmount.run()
             unmount.waitUntilExit()
         }
@@ -280,9 +281,10 @@ struct StorageEngineTests {
         #expect(refusal as? StorageError == .diskFull, "once full, a write is refused as disk full: \(String(describing: refusal))")
         await engine!.close()
         engine = nil
-        let reopened = try StorageEngine(directory: folder.path + "/data", logger: quietLogger)
-        for index in 0..<written { #expect(try reopened.get(partition: p0, key: bytes("key\(index)")) == value) }
-        await reopened.close()
+        var reopened: StorageEngine? = try StorageEngine(directory: folder.path + "/data", logger: quietLogger)
+        for index in 0..<written { #expect(try reopened!.get(partition: p0, key: bytes("key\(index)")) == value) }
+        await reopened!.close()
+        reopened = nil
     }
 
     // Proves that a flipped bit in a value is caught: with a hint file the read fails, without one recovery skips the record; other keys are served.
