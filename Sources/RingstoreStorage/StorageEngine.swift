@@ -574,11 +574,9 @@ public final class StorageEngine: Sendable {
             }
         }
         resumeWaiters(upTo: .max, failure: .closed)
+        // Not synced: if the cut is lost, the next start cuts the zero tail itself.
         do {
-            try state.withLock { state throws(StorageError) in
-                try trimActive(&state)
-                try state.active.sync()
-            }
+            try state.withLock { state throws(StorageError) in try trimActive(&state) }
         } catch {
             logger.error("could not cut the active segment's preallocated tail; the next start will", metadata: ["error": "\(error)"])
         }

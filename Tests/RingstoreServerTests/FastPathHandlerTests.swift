@@ -67,8 +67,10 @@ struct FastPathHandlerTests {
         .head(HTTPRequest(method: method, scheme: nil, authority: "x", path: path, headerFields: headers))
     }
 
-    func channel(_ fastPath: ScriptedFastPath) throws -> EmbeddedChannel {
-        let channel = EmbeddedChannel(handler: FastPathHandler(fastPath: fastPath, logger: Logger(label: "test")))
+    /// A connected channel with the fast path's handler between `before` (the socket's
+    /// side) and `after` (the responder's).
+    func channel(_ fastPath: ScriptedFastPath, before: [any ChannelHandler] = [], after: [any ChannelHandler] = []) throws -> EmbeddedChannel {
+        let channel = EmbeddedChannel(handlers: before + [FastPathHandler(fastPath: fastPath, logger: Logger(label: "test"))] + after)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }
@@ -157,8 +159,7 @@ struct FastPathHandlerTests {
     @Test func pipelinedRequestsAreAnsweredInOrder() throws {
         let fastPath = ScriptedFastPath()
         let recorder = InboundEventRecorder()
-        let channel = EmbeddedChannel(handlers: [FastPathHandler(fastPath: fastPath, logger: Logger(label: "test")), recorder])
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try channel(fastPath, after: [recorder])
         // fast 1, fast 2, slow 3, fast 4, all sent at once.
         try channel.writeInbound(Self.request(.put, "/fast/1"))
         try channel.writeInbound(HTTPRequestPart.body(ByteBuffer(string: "one")))
@@ -198,8 +199,7 @@ struct FastPathHandlerTests {
     @Test func closedInputWaitsForPendingAnswers() throws {
         let fastPath = ScriptedFastPath()
         let recorder = InboundEventRecorder()
-        let channel = EmbeddedChannel(handlers: [FastPathHandler(fastPath: fastPath, logger: Logger(label: "test")), recorder])
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try channel(fastPath, after: [recorder])
         try channel.writeInbound(Self.request(.get, "/fast/1"))
         try channel.writeInbound(HTTPRequestPart.end(nil))
         channel.pipeline.fireUserInboundEventTriggered(ChannelEvent.inputClosed)
@@ -218,8 +218,7 @@ struct FastPathHandlerTests {
     @Test func readingStopsWhileTooManyPartsAreHeld() throws {
         let fastPath = ScriptedFastPath()
         let counter = HTTPReadCounter()
-        let channel = EmbeddedChannel(handlers: [counter, FastPathHandler(fastPath: fastPath, logger: Logger(label: "test"))])
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        let channel = try channel(fastPath, before: [counter])
         let requests = FastPathHandler.heldPartsMax / 2 + 2
         for index in 0..<requests {
             try channel.writeInbound(Self.request(.get, "/fast/\(index)"))

@@ -50,7 +50,8 @@ final class RoutingKeyValueService: KeyValueService {
     /// fast path never leaves them.
     private func coordinate(_ operation: ClientOperation, routing: RoutingSnapshot, done: @escaping @Sendable (Result<ClientResult, any Error>) -> Void) {
         let (type, body) = PeerCodec.encode(PeerRequest.coordinate(operation))
-        forward(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), of: operation, routing: routing) { result in
+        let request = RPCMessage(messageType: type, body: ByteBuffer(bytes: body))
+        forward(request, partition: operation.key.partition, isRead: operation.isRead, routing: routing) { result in
             done(Result {
                 let reply = try result.get()
                 switch try PeerCodec.decodeReply(type: reply.messageType, body: Array(reply.body.readableBytesView)) {
@@ -102,14 +103,6 @@ final class RoutingKeyValueService: KeyValueService {
             }
         }
         return .later(promise.futureResult)
-    }
-
-    /// Sends `request`, the encoding of `operation`, to the key's coordinators in turn.
-    private func forward(
-        _ request: RPCMessage, of operation: ClientOperation, routing: RoutingSnapshot,
-        done: @escaping @Sendable (Result<RPCMessage, any Error>) -> Void
-    ) {
-        forward(request, partition: operation.key.partition, isRead: operation.isRead, routing: routing, done: done)
     }
 
     /// Sends `request` to the coordinators of `partition` in turn.
