@@ -64,6 +64,38 @@ struct CASPaxosAcceptorTests {
         #expect(higher.newState == CASPaxosAcceptorState(promised: ballot(9), accepted: accepted(ballot(9), nil)))
         #expect(CASPaxosAcceptor.handle(.accepted(key, ballot: ballot(1)), state: stored) == nil)
     }
+
+    // Proves the promise floor covers only decisions that change nothing but the promise, to a ballot whose counter is at most the floor's; raises keep headroom and never lower it; a state is raised to the floor's ballot, which is above every covered ballot and below every higher counter; the floor round-trips and bad bytes are refused.
+    @Test func promiseFloor() throws {
+        let floor = CASPaxosPromiseFloor(counter: 10)
+        let empty = CASPaxosAcceptorState()
+        let covered = CASPaxosAcceptor.prepare(key, ballot: ballot(10, 99), state: empty)
+        #expect(floor.covers(covered, previous: empty))
+        #expect(!floor.covers(CASPaxosAcceptor.prepare(key, ballot: ballot(11, 1), state: empty), previous: empty))
+        #expect(!CASPaxosPromiseFloor.none.covers(covered, previous: empty))
+        // An accept changes the accepted value: never covered, whatever its ballot.
+        let promised = CASPaxosAcceptorState(promised: ballot(2), accepted: nil)
+        #expect(!floor.covers(CASPaxosAcceptor.accept(key, ballot: ballot(2), value: counter(1, 1), state: promised), previous: promised))
+        // A rejection changes nothing.
+        #expect(!floor.covers(CASPaxosAcceptor.prepare(key, ballot: ballot(1), state: promised), previous: promised))
+
+        #expect(floor.raised(toCover: ballot(40)) == CASPaxosPromiseFloor(counter: 40 + CASPaxosPromiseFloor.headroom))
+        #expect(CASPaxosPromiseFloor(counter: 1 << 40).raised(toCover: ballot(40)) == CASPaxosPromiseFloor(counter: 1 << 40))
+        let top = Ballot(counter: CASPaxosLimits.ballotCounterMax - 1, proposer: 1)
+        #expect(try #require(floor.raised(toCover: top).ballot).counter <= CASPaxosLimits.ballotCounterMax)
+
+        let floorBallot = try #require(floor.ballot)
+        #expect(floorBallot > ballot(10, .max) && floorBallot < ballot(11, 1))
+        let holding = CASPaxosAcceptorState(promised: ballot(5), accepted: accepted(ballot(4), counter(1, 1)))
+        #expect(holding.raisingPromise(to: floor) == CASPaxosAcceptorState(promised: floorBallot, accepted: accepted(ballot(4), counter(1, 1))))
+        let above = CASPaxosAcceptorState(promised: ballot(12), accepted: nil)
+        #expect(above.raisingPromise(to: floor) == above)
+        #expect(empty.raisingPromise(to: .none) == empty)
+
+        #expect(try CASPaxosPromiseFloor(decoding: floor.encode()) == floor)
+        #expect(throws: DecodeError.self) { try CASPaxosPromiseFloor(decoding: [1, 2, 3]) }
+        #expect(throws: DecodeError.self) { try CASPaxosPromiseFloor(decoding: [0xFF, 0, 0, 0, 0, 0, 0, 0]) }
+    }
 }
 
 @Suite("CASPaxos proposer")

@@ -32,6 +32,15 @@ struct CASPaxosWorld {
         /// Proposers ask each accept for a promise of their next ballot and run their
         /// next change to the key from it, without a prepare (one round trip).
         var onePhase = false
+        /// Acceptors reply to a promise under their stored floor before it is
+        /// durable, and hold every key promised at that floor after a restart
+        /// (`CASPaxosPromiseFloor`).
+        var unsyncedPromises = false
+        /// A deliberate bug: unsynced promises without the floor, so a crash forgets
+        /// promises that were answered.
+        var unsyncedPromisesWithoutFloor = false
+        /// How long a crashed acceptor stays down, in ticks.
+        var acceptorDownTicks = 20...300
 
         /// Every parameter derived from the seed.
         static func derived(seed: UInt64, fault: CASPaxosProposer.Fault = .correct) -> Parameters {
@@ -49,7 +58,8 @@ struct CASPaxosWorld {
                 proposerCrashPerTenThousand: Int.random(in: 0...8, using: &random),
                 partitionPerTenThousand: Int.random(in: 0...40, using: &random),
                 fault: fault,
-                onePhase: Bool.random(using: &random) && fault == .correct)
+                onePhase: Bool.random(using: &random) && fault == .correct,
+                unsyncedPromises: Bool.random(using: &random))
         }
 
         var description: String {
@@ -57,6 +67,7 @@ struct CASPaxosWorld {
                 + "\(operationsPerProposer) ops each, drop \(dropPercent)%, duplicate \(duplicatePercent)%, "
                 + "delay ≤\(delayMaxTicks) ms, crashes \(acceptorCrashPerTenThousand)/\(proposerCrashPerTenThousand) per 10k ticks, "
                 + "cuts \(partitionPerTenThousand) per 10k ticks, fault \(fault)" + (onePhase ? ", one-phase changes" : "")
+                + (unsyncedPromises ? ", unsynced promises" : "") + (unsyncedPromisesWithoutFloor ? " without a floor" : "")
         }
     }
 
@@ -74,6 +85,14 @@ struct CASPaxosWorld {
     struct AcceptorSlot {
         /// What the acceptor persisted, by key index; it survives crashes.
         var disk: [Int: CASPaxosAcceptorState] = [:]
+        /// States written but not yet durable, by key index: a crash loses them, and
+        /// the next durable write makes them durable too (a log's fsync covers all
+        /// that came before).
+        var unsynced: [Int: CASPaxosAcceptorState] = [:]
+        /// The promise floor stored durably.
+        var floor = CASPaxosPromiseFloor.none
+        /// The floor read at the last start, applied to every key.
+        var startFloor = CASPaxosPromiseFloor.none
         var restartAt: Int?
         var nextCrashAt = Int.max
         var isUp: Bool { restartAt == nil }
@@ -254,8 +273,10 @@ struct CASPaxosWorld {
                     acceptors[index].nextCrashAt = interval(parameters.acceptorCrashPerTenThousand)
                 }
             } else if now >= acceptors[index].nextCrashAt {
-                acceptors[index].restartAt = now + Int.random(in: 20...300, using: &random)
+                acceptors[index].restartAt = now + Int.random(in: parameters.acceptorDownTicks, using: &random)
                 if parameters.acceptorsForgetOnCrash { acceptors[index].disk = [:] }
+                acceptors[index].unsynced = [:]
+                if !parameters.unsyncedPromisesWithoutFloor { acceptors[index].startFloor = acceptors[index].floor }
             }
         }
         for index in proposers.indices {
@@ -305,14 +326,15 @@ struct CASPaxosWorld {
         switch envelope.to {
         case .acceptor(let index):
             guard acceptors[index].isUp, let keyIndex = keys.firstIndex(of: envelope.message.key) else { return }
-            let state = acceptors[index].disk[keyIndex] ?? CASPaxosAcceptorState()
+            let slot = acceptors[index]
+            let state = (slot.unsynced[keyIndex] ?? slot.disk[keyIndex] ?? CASPaxosAcceptorState()).raisingPromise(to: slot.startFloor)
             guard let decision = CASPaxosAcceptor.handle(envelope.message, state: state) else {
                 invariantViolations.append("acceptor got a non-request \(envelope.message)")
                 return
             }
             if let newState = decision.newState {
                 checkPersisted(newState, keyIndex: keyIndex)
-                acceptors[index].disk[keyIndex] = newState // durable before the reply below
+                store(newState, keyIndex: keyIndex, at: index, decision: decision, previous: state)
             }
             send(decision.reply, from: envelope.to, to: envelope.from)
         case .proposer(let index):
@@ -324,6 +346,29 @@ struct CASPaxosWorld {
             proposers[index].current?.machine = machine
             execute(directives, proposer: index)
         }
+    }
+
+    /// Stores an acceptor's new state as the node's `AcceptorStore` does: a promise
+    /// the floor covers without an fsync; a promise above it after raising the floor;
+    /// anything else durably, before the reply.
+    private mutating func store(_ newState: CASPaxosAcceptorState, keyIndex: Int, at index: Int, decision: CASPaxosAcceptorDecision, previous: CASPaxosAcceptorState) {
+        if parameters.unsyncedPromisesWithoutFloor, CASPaxosPromiseFloor.promiseOnly(decision, previous: previous) != nil {
+            acceptors[index].unsynced[keyIndex] = newState
+            return
+        }
+        if parameters.unsyncedPromises {
+            if acceptors[index].floor.covers(decision, previous: previous) {
+                acceptors[index].unsynced[keyIndex] = newState
+                return
+            }
+            if let promise = CASPaxosPromiseFloor.promiseOnly(decision, previous: previous) {
+                acceptors[index].floor = acceptors[index].floor.raised(toCover: promise)
+            }
+        }
+        // An fsync makes everything written before it durable.
+        acceptors[index].disk.merge(acceptors[index].unsynced) { _, newer in newer }
+        acceptors[index].unsynced = [:]
+        acceptors[index].disk[keyIndex] = newState // durable before the reply
     }
 
     // MARK: Proposers and clients
@@ -529,9 +574,22 @@ struct CASPaxosRunReport {
     var finished: Bool
 
     /// Runs one seed to the end and checks it.
-    static func run(seed: UInt64, fault: CASPaxosProposer.Fault = .correct, acceptorsForgetOnCrash: Bool = false) -> CASPaxosRunReport {
+    /// With `briefFrequentCrashes`, acceptors crash often and come back within 15
+    /// ticks, and every acceptor answers promises unsynced (with or without the floor):
+    /// a forgotten promise matters only to a proposer whose messages reach the
+    /// acceptor again before it gives up.
+    static func run(
+        seed: UInt64, fault: CASPaxosProposer.Fault = .correct, acceptorsForgetOnCrash: Bool = false,
+        briefFrequentCrashes: Bool = false, unsyncedPromisesWithoutFloor: Bool = false
+    ) -> CASPaxosRunReport {
         var parameters = CASPaxosWorld.Parameters.derived(seed: seed, fault: fault)
         parameters.acceptorsForgetOnCrash = acceptorsForgetOnCrash
+        parameters.unsyncedPromisesWithoutFloor = unsyncedPromisesWithoutFloor
+        if briefFrequentCrashes {
+            parameters.acceptorCrashPerTenThousand = 300
+            parameters.acceptorDownTicks = 1...15
+            parameters.unsyncedPromises = true
+        }
         var world = CASPaxosWorld(parameters)
         world.run()
         var violations: [String] = []

@@ -67,6 +67,23 @@ struct CASPaxosSimulationTests {
         #expect(caught != nil, "no seed in 1...400 exposed acceptors that forget")
     }
 
+    // Proves the checker catches acceptors that answer promises before they are durable and keep no floor: under brief, frequent crashes a restarted acceptor has forgotten promises it answered, and some seed yields a non-linearizable history.
+    @Test func checkerCatchesUnsyncedPromisesWithoutAFloor() {
+        let caught = (UInt64(1)...400).first { seed in
+            !CASPaxosRunReport.run(seed: seed, briefFrequentCrashes: true, unsyncedPromisesWithoutFloor: true).linearizabilityViolations.isEmpty
+        }
+        #expect(caught != nil, "no seed in 1...400 exposed unsynced promises without a floor")
+    }
+
+    // Proves the promise floor is what makes unsynced promises safe: the same brief, frequent crashes with the floor leave every history of 400 seeds linearizable, every invariant kept.
+    @Test func unsyncedPromisesUnderTheFloorSurviveBriefFrequentCrashes() {
+        for seed in UInt64(1)...400 {
+            let report = CASPaxosRunReport.run(seed: seed, briefFrequentCrashes: true)
+            #expect(report.linearizabilityViolations.isEmpty && report.invariantViolations.isEmpty,
+                    "seed \(seed): \(report.linearizabilityViolations.joined(separator: "\n")) \(report.invariantViolations.prefix(3))\n\(report.summary)")
+        }
+    }
+
     // Proves a run is a function of its seed: the same seed gives the same history twice.
     @Test func seedReplaysExactly() {
         for seed in [UInt64(7), 1234] {

@@ -129,7 +129,8 @@ extension CASPaxosAcceptorState {
 ///
 /// The shell MUST write `newState` durably (fsync) before it sends `reply`; when
 /// `newState` is nil nothing changed and the reply may go at once. A crash between
-/// the two is harmless: the request is as good as lost.
+/// the two is harmless: the request is as good as lost. The one exception is a
+/// promise that a durably stored `CASPaxosPromiseFloor` covers.
 public struct CASPaxosAcceptorDecision: Hashable, Sendable {
     /// The key's new state, to persist before replying; nil when unchanged.
     public var newState: CASPaxosAcceptorState?
@@ -146,8 +147,9 @@ public struct CASPaxosAcceptorDecision: Hashable, Sendable {
 /// The CASPaxos acceptor as pure functions over one key's stored state.
 ///
 /// Isolation: stateless. The shell MUST serialise calls per key (the decision for
-/// one request must be persisted before the next request on that key is decided)
-/// and MUST persist a decision's new state before replying.
+/// one request must be stored before the next request on that key is decided)
+/// and MUST persist a decision's new state before replying, unless the promise
+/// floor covers it (`CASPaxosPromiseFloor`).
 public enum CASPaxosAcceptor {
     /// Phase 1: promises `ballot` when it is strictly higher than every ballot seen,
     /// answering with the accepted value; otherwise rejects with the highest ballot seen.
@@ -195,5 +197,91 @@ public enum CASPaxosAcceptor {
         case .promise, .accepted, .prepareRejected, .acceptRejected:
             nil
         }
+    }
+}
+
+/// A node-wide bound under which an acceptor's promises need not be fsynced before
+/// it replies (decision 0015).
+///
+/// A promise that changes nothing but the promised ballot is needed again only if
+/// the acceptor could later take a lower ballot. An acceptor that, after every
+/// restart, holds every key as promised at this floor's ballot never does, as long
+/// as every promise it made without an fsync was at or under a floor already stored
+/// durably. Raising a promise is always safe in Paxos (it only refuses more), so the
+/// restarted acceptor is at least as strict as the one that crashed.
+///
+/// The shell stores the floor durably, raises it (durably, before replying) when a
+/// promise would go above it, and applies the floor it read at start-up to every key
+/// (`CASPaxosAcceptorState.raisingPromise(to:)`). A prepare then costs no fsync,
+/// and a key's first change one fsync instead of two.
+public struct CASPaxosPromiseFloor: Hashable, Sendable, Comparable {
+    /// Every ballot whose counter is at most this is covered. Zero covers nothing.
+    public var counter: UInt64
+
+    /// The floor that covers nothing (a node that never stored one).
+    public static let none = CASPaxosPromiseFloor(counter: 0)
+
+    /// How far above a promise a raised floor goes, so that raises (each an fsync)
+    /// stay rare: a node draws one ballot per attempt, so this lasts a long while.
+    public static let headroom: UInt64 = 1 << 20
+
+    /// Creates a floor, capped so that its ballot's counter stays a valid counter.
+    public init(counter: UInt64) {
+        self.counter = min(counter, CASPaxosLimits.ballotCounterMax - 1)
+    }
+
+    public static func < (lhs: CASPaxosPromiseFloor, rhs: CASPaxosPromiseFloor) -> Bool { lhs.counter < rhs.counter }
+
+    /// The promise a restarted acceptor holds for every key: above every ballot the
+    /// floor covers, and below every ballot with a higher counter (proposer ids are
+    /// never 0). Nil for `none`.
+    public var ballot: Ballot? {
+        counter == 0 ? nil : Ballot(counter: counter + 1, proposer: 0)
+    }
+
+    /// Whether `decision`, taken on `previous`, may reply before its new state is
+    /// durable: it changes only the promise, to a ballot this floor covers.
+    public func covers(_ decision: CASPaxosAcceptorDecision, previous: CASPaxosAcceptorState) -> Bool {
+        guard let promiseOnly = Self.promiseOnly(decision, previous: previous) else { return false }
+        return promiseOnly.counter <= counter
+    }
+
+    /// The floor to store durably so that promises up to `ballot` and well beyond
+    /// need no fsync: `ballot`'s counter plus the headroom, never lower than this one.
+    public func raised(toCover ballot: Ballot) -> CASPaxosPromiseFloor {
+        let wanted = ballot.counter > CASPaxosLimits.ballotCounterMax - Self.headroom
+            ? CASPaxosLimits.ballotCounterMax : ballot.counter + Self.headroom
+        return Swift.max(self, CASPaxosPromiseFloor(counter: wanted))
+    }
+
+    /// The new promise of a decision that changes nothing else; nil for any other.
+    public static func promiseOnly(_ decision: CASPaxosAcceptorDecision, previous: CASPaxosAcceptorState) -> Ballot? {
+        guard let newState = decision.newState, newState.accepted == previous.accepted,
+              let promised = newState.promised, promised != previous.promised
+        else { return nil }
+        return promised
+    }
+
+    /// Eight bytes, big-endian.
+    public func encode() -> [UInt8] {
+        (0..<8).map { UInt8(truncatingIfNeeded: counter >> (56 - 8 * $0)) }
+    }
+
+    /// Reads what `encode()` wrote.
+    public init(decoding bytes: [UInt8]) throws(DecodeError) {
+        guard bytes.count == 8 else { throw DecodeError("a promise floor is 8 bytes, not \(bytes.count)") }
+        let counter = bytes.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard counter < CASPaxosLimits.ballotCounterMax else { throw DecodeError("promise floor \(counter) out of range") }
+        self.init(counter: counter)
+    }
+}
+
+extension CASPaxosAcceptorState {
+    /// This state with its promise raised to `floor`'s ballot when it is lower: what a
+    /// restarted acceptor decides on, since a promise it made under the floor may not
+    /// have been stored.
+    public func raisingPromise(to floor: CASPaxosPromiseFloor) -> CASPaxosAcceptorState {
+        guard let floorBallot = floor.ballot, promised.map({ $0 < floorBallot }) ?? true else { return self }
+        return CASPaxosAcceptorState(promised: floorBallot, accepted: accepted)
     }
 }
