@@ -1,5 +1,7 @@
 import NIOCore
 import NIOEmbedded
+import NIOPosix
+import Synchronization
 import RingstoreCore
 @testable import RingstoreServer
 import Testing
@@ -51,5 +53,35 @@ struct OperationTimeoutsTests {
         #expect(timeouts.count == 0)
         #expect(timeouts.add(OperationID(rawValue: 2), deadline: Self.at(200), resolution: Self.resolution) == nil)
         #expect(timeouts.takeDue(at: Self.at(1000), resolution: Self.resolution).due.isEmpty)
+    }
+}
+
+@Suite("Coarse timeouts")
+struct CoarseTimeoutsTests {
+    // Proves every body runs on the loop, never before its deadline and at most about one resolution after it, in deadline order, whatever order they were set in; an earlier deadline set after a later one is not held back to the later one's timer.
+    @Test func bodiesRunAfterTheirDeadlineWithinTheResolution() async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let timeouts = CoarseTimeouts(loop: loop, resolution: .milliseconds(10))
+        let fired = Mutex<[(Int, NIODeadline, Bool)]>([])
+        let delays: [Int64] = [200, 40, 120, 40, 5]
+        var deadlines: [NIODeadline] = []
+        for (index, delay) in delays.enumerated() {
+            deadlines.append(.now() + .milliseconds(delay))
+            timeouts.schedule(after: .milliseconds(delay)) {
+                fired.withLock { $0.append((index, NIODeadline.now(), loop.inEventLoop)) }
+            }
+        }
+        #expect(timeouts.count == delays.count)
+        try await Task.sleep(for: .milliseconds(400))
+        let runs = fired.withLock { $0 }
+        #expect(runs.count == delays.count)
+        #expect(timeouts.count == 0)
+        for (index, at, onLoop) in runs {
+            #expect(onLoop)
+            #expect(at >= deadlines[index], "body \(index) ran before its deadline")
+            // One resolution late at most, plus scheduling slack on a busy machine.
+            #expect(at - deadlines[index] < .milliseconds(60), "body \(index) ran \(at - deadlines[index]) late")
+        }
+        #expect(runs.map { delays[$0.0] } == delays.sorted())
     }
 }

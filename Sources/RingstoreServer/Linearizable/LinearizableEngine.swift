@@ -25,11 +25,20 @@ protocol CASPaxosNetwork: Sendable {
     func send(_ request: CASPaxosRequest, to node: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosReply?) -> Void)
     /// Runs `body` after `delay`.
     func schedule(after delay: Duration, _ body: @escaping @Sendable () -> Void)
+    /// Runs `body` after `delay` or somewhat later: for time limits, which the work
+    /// they guard usually beats (`body` then does nothing).
+    func scheduleTimeout(after delay: Duration, _ body: @escaping @Sendable () -> Void)
     /// Whether this node's failure detector believes every one of `nodes` answers.
     func allReachable(_ nodes: [NodeID]) -> Bool
     /// Asks another node's acceptor what it accepted for `key` (`CASPaxosPeek`);
     /// `reply` gets nil when it did not answer or refused.
     func peek(_ key: ItemKey, placement: CASPaxosPlacement, at node: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosAcceptedValue??) -> Void)
+}
+
+extension CASPaxosNetwork {
+    func scheduleTimeout(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
+        schedule(after: delay, body)
+    }
 }
 
 /// A node's linearizable data path (decision 0009): the acceptors of the keys it is
@@ -348,7 +357,7 @@ final class LinearizableEngine: Sendable {
                     network.send(request, to: node, timeout: settings.attemptTimeout, reply: deliver)
                 }
             case .startTimer(let delay):
-                network.schedule(after: delay) { [self] in execute(attempt.step { $0.timedOut() }, attempt) }
+                network.scheduleTimeout(after: delay) { [self] in execute(attempt.step { $0.timedOut() }, attempt) }
             case .reply(let result):
                 attempt.finish(result)
             }

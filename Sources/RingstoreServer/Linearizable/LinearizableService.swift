@@ -134,6 +134,12 @@ final class NodeLinearizableService: LinearizableService {
 /// node's engine loop.
 struct ClusterCASPaxosNetwork: CASPaxosNetwork {
     let node: ClusterNode
+    let timeouts: CoarseTimeouts
+
+    init(node: ClusterNode) {
+        self.node = node
+        self.timeouts = CoarseTimeouts(loop: node.engineLoop)
+    }
 
     var me: NodeID { node.id }
 
@@ -170,6 +176,10 @@ struct ClusterCASPaxosNetwork: CASPaxosNetwork {
         node.engineLoop.scheduleTask(in: TimeAmount(delay), body)
     }
 
+    func scheduleTimeout(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
+        timeouts.schedule(after: TimeAmount(delay), body)
+    }
+
     func peek(_ key: ItemKey, placement: CASPaxosPlacement, at peer: NodeID, timeout: Duration, reply: @escaping @Sendable (CASPaxosAcceptedValue??) -> Void) {
         guard let client = node.client(for: peer) else { return reply(.none) }
         let message = RPCMessage(messageType: CASPaxosPeek.requestType, body: ByteBuffer(bytes: CASPaxosPeek.encodeRequest(key, placement: placement)))
@@ -186,6 +196,16 @@ struct ClusterCASPaxosNetwork: CASPaxosNetwork {
 struct LocalCASPaxosNetwork: CASPaxosNetwork {
     let me = NodeID("local")
     let loop: any EventLoop
+    let timeouts: CoarseTimeouts
+
+    init(loop: any EventLoop) {
+        self.loop = loop
+        self.timeouts = CoarseTimeouts(loop: loop)
+    }
+
+    func scheduleTimeout(after delay: Duration, _ body: @escaping @Sendable () -> Void) {
+        timeouts.schedule(after: TimeAmount(delay), body)
+    }
 
     func placement(of key: ItemKey, replicaCount: Int) -> KeyPlacement? {
         KeyPlacement(ringEpoch: 1, replicas: [me], moving: false)
