@@ -22,11 +22,10 @@ cd "$(dirname "$0")/.."
 seconds="${1:-10}"
 connections="${2:-32}"
 keys=10000
-for tool in nginx:nginx redis-server:redis-server redis-benchmark:redis-tools etcd:etcd-server; do
-  command -v "${tool%%:*}" >/dev/null || apt-get install -y "${tool##*:}" >/dev/null 2>&1 \
-    || { echo "install ${tool##*:} (apt-get install ${tool##*:})" >&2; exit 1; }
-done
 source bench/lib.sh
+for tool in nginx:nginx redis-server:redis-server redis-benchmark:redis-tools etcd:etcd-server; do
+  need "${tool%%:*}" "${tool##*:}"
+done
 results=()
 
 wrk_one() { # name url script: wrk -t2 against one endpoint; one RESULT line

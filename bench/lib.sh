@@ -2,7 +2,14 @@
 # Sets RINGSTORE_BIN (building the release binary if it is not set), makes sure wrk
 # is installed, and gives a scratch folder $work whose processes ($pids) are
 # stopped and whose files are removed on exit.
-command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }; }
+# need COMMAND PACKAGE: installs PACKAGE from Debian's archive when COMMAND is missing,
+# refreshing the package lists first if they do not know it (a fresh machine's do not).
+need() {
+  command -v "$1" >/dev/null && return 0
+  apt-get install -y "$2" >/dev/null 2>&1 || { apt-get update >/dev/null 2>&1 && apt-get install -y "$2" >/dev/null 2>&1; } \
+    || { echo "install $2 (apt-get install $2)" >&2; exit 1; }
+}
+need wrk wrk
 if [[ -z "${RINGSTORE_BIN:-}" ]]; then
   swift build -c release --scratch-path .build-release >/dev/null
   RINGSTORE_BIN="$PWD/.build-release/release/ringstore"
@@ -57,7 +64,7 @@ start_static_nodes() {
 # Sets etcd_client (the client ports).
 start_etcd() {
   local client_base=$1 peer_base=$2 count=$3 i cluster=""
-  command -v etcd >/dev/null || apt-get install -y etcd-server >/dev/null 2>&1 || { echo "install etcd (apt-get install etcd-server)" >&2; exit 1; }
+  need etcd etcd-server
   etcd_client=()
   for i in $(seq "$count"); do cluster+="${cluster:+,}e$i=http://127.0.0.1:$((peer_base + i))"; done
   for i in $(seq "$count"); do
