@@ -58,6 +58,50 @@ struct NodeEngineTests {
         #expect(engine.operationsInFlight == 0)
     }
 
+    // Proves a put reported appended replicates before its own fsync: the sends go at `storageAppended`, a second report changes nothing, and the reply needs W durable acknowledgements, which two replicas give before the local fsync ends; the local durable report then only finishes the operation.
+    @Test func putReplicatesWhenAppendedAndCountsItselfOnceDurable() throws {
+        var engine = try makeEngine()
+        let item = key(homedAt: "n1", in: engine)
+        let directives = engine.clientRequested(.put(item, sibling: value, context: nil, w: 2, n: 3), token: 7)
+        guard case .write(_, .clientWrite, let id)? = directives.last else {
+            Issue.record("expected a local client write, got \(directives)")
+            return
+        }
+        let object = StoredObject().update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 1))
+        let sends = engine.storageAppended(.object(object), operation: id)
+        let peers = sends.compactMap { directive -> NodeID? in
+            if case .send(.replicaWrite(_, _, nil), let peer, _) = directive { return peer }
+            return nil
+        }
+        #expect(peers.count == 2)
+        #expect(engine.storageAppended(.object(object), operation: id).isEmpty)
+        #expect(engine.peerReplied(.success(.replicaWritten), operation: id, from: peers[0]).isEmpty, "one durable copy of two")
+        #expect(engine.peerReplied(.success(.replicaWritten), operation: id, from: peers[1]) == [.replyToClient(token: 7, .written(context: object.context))])
+        #expect(engine.operationsInFlight == 1)
+        #expect(engine.storageCompleted(.object(object), operation: id).isEmpty)
+        #expect(engine.operationsInFlight == 0)
+    }
+
+    // Proves a put whose local fsync fails after it replicated still answers by what is durable: the failure counts against W, and the two replicas' acknowledgements still meet W=2.
+    @Test func putWhoseLocalFsyncFailsCountsTheReplicas() throws {
+        var engine = try makeEngine()
+        let item = key(homedAt: "n1", in: engine)
+        let directives = engine.clientRequested(.put(item, sibling: value, context: nil, w: 2, n: 3), token: 7)
+        guard case .write(_, .clientWrite, let id)? = directives.last else {
+            Issue.record("expected a local client write, got \(directives)")
+            return
+        }
+        let object = StoredObject().update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 1))
+        let peers = engine.storageAppended(.object(object), operation: id).compactMap { directive -> NodeID? in
+            if case .send(.replicaWrite, let peer, _) = directive { return peer }
+            return nil
+        }
+        #expect(engine.storageCompleted(.failed(.storage("fsync failed")), operation: id).isEmpty)
+        #expect(engine.peerReplied(.success(.replicaWritten), operation: id, from: peers[0]).isEmpty)
+        #expect(engine.peerReplied(.success(.replicaWritten), operation: id, from: peers[1]) == [.replyToClient(token: 7, .written(context: object.context))])
+        #expect(engine.operationsInFlight == 0)
+    }
+
     // Proves that during a ring transition a put copies the written object to the replicas the pending ring adds, and that those copies do not count toward W.
     @Test func putCopiesToPendingReplicasWithoutCountingThem() throws {
         var engine = try makeEngine()

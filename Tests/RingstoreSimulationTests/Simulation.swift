@@ -432,6 +432,9 @@ final class Simulation {
         let completion = max(now + random.microseconds(in: parameters.fsyncDelayMicroseconds), nodes[index].lastSyncCompletion)
         nodes[index].lastSyncCompletion = completion
         queue.schedule(.writeCompletes(node: index, incarnation: nodes[index].incarnation, id, sequence: sequence, result), at: completion)
+        // As the node does: a client write's object goes to the other replicas before
+        // its own fsync.
+        if clientWrite != nil { withEngine(index) { $0.storageAppended(result, operation: id) } }
     }
 
     /// The actors an engine offers with a client write: always its own; for a

@@ -114,8 +114,9 @@ struct GetCoordinator: Sendable {
 }
 
 /// Riak's put FSM as a state machine: the coordinator (itself a target) applies the
-/// write locally under its actor, sends the resulting object to the other targets,
-/// and answers after `w` durable acknowledgements, its own included.
+/// write locally under its actor, sends the resulting object to the other targets
+/// as soon as it is appended (its own fsync runs meanwhile), and answers after `w`
+/// durable acknowledgements, its own counted once its fsync is done.
 struct PutCoordinator: Sendable {
     enum Step: Equatable, Sendable {
         case replicate(ReplicaTarget, StoredObject)
@@ -144,18 +145,36 @@ struct PutCoordinator: Sendable {
         self.local = local
     }
 
-    /// The coordinator's own write finished.
+    /// The coordinator's own write finished: appended and durable, or failed.
     mutating func onLocalApplied(_ result: Result<StoredObject, ClientFailure>) -> [Step] {
         switch result {
         case .failure(let failure):
+            guard object == nil else { return onLocalDurable(.failure(failure)) }
             answered = true
             return [.reply(.failed(failure)), .finished]
         case .success(let object):
-            self.object = object
-            acknowledged.insert(local)
-            let sends = targets.filter { $0.node != local }.map { Step.replicate($0, object) }
-            return sends + progress()
+            guard self.object == nil else { return onLocalDurable(.success(())) }
+            return onLocalAppended(object) + onLocalDurable(.success(()))
         }
+    }
+
+    /// The coordinator's own write is appended (not yet durable): the new object goes
+    /// to the other targets now. Versions sent before the local fsync are safe: a
+    /// node that crashes before it takes a fresh actor (decision 0005).
+    mutating func onLocalAppended(_ object: StoredObject) -> [Step] {
+        guard self.object == nil, !answered else { return [] }
+        self.object = object
+        return targets.filter { $0.node != local }.map { Step.replicate($0, object) } + progress()
+    }
+
+    /// The coordinator's own appended write is durable, or its fsync failed.
+    mutating func onLocalDurable(_ result: Result<Void, ClientFailure>) -> [Step] {
+        guard object != nil, !acknowledged.contains(local), !failed.contains(local) else { return [] }
+        switch result {
+        case .success: acknowledged.insert(local)
+        case .failure: failed.insert(local)
+        }
+        return progress()
     }
 
     mutating func onReply(from node: NodeID, _ result: Result<Void, ClientFailure>) -> [Step] {

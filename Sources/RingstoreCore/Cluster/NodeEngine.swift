@@ -288,6 +288,27 @@ public struct NodeEngine: Sendable {
 
     // MARK: Storage
 
+    /// A client write's `write` directive has appended its object and waits for its
+    /// fsync: the coordinator sends the object to the other targets now, so that their
+    /// fsyncs run alongside its own. A shell MAY report this (before
+    /// `storageCompleted` of the same operation); one that does not gets the sends at
+    /// `storageCompleted`. Any other operation ignores it.
+    public mutating func storageAppended(_ result: StorageResult, operation id: OperationID) -> [NodeDirective] {
+        guard case .put(var coordinator, let requester) = operations[id], coordinator.object == nil,
+              case .object(let object?) = result
+        else { return [] }
+        var directives: [NodeDirective] = []
+        if object.siblingCount > Limits.siblingsWarn {
+            directives.append(.observe(.siblingsOverWarning(coordinator.key, count: object.siblingCount)))
+        }
+        for copy in coordinator.copies {
+            directives.append(.send(.replicaWrite(coordinator.key, object: object, hintFor: nil), to: copy, operation: newOperationID()))
+        }
+        let steps = coordinator.onLocalAppended(object)
+        operations[id] = .put(coordinator, requester)
+        return directives + run(steps, of: coordinator, id: id, requester: requester)
+    }
+
     /// A `read` or `write` directive finished.
     public mutating func storageCompleted(_ result: StorageResult, operation id: OperationID) -> [NodeDirective] {
         guard let operation = operations[id] else { return [] }
@@ -309,14 +330,17 @@ public struct NodeEngine: Sendable {
             }
             var directives: [NodeDirective] = []
             if case .success(let object) = outcome {
-                if object.siblingCount > Limits.siblingsWarn {
-                    directives.append(.observe(.siblingsOverWarning(coordinator.key, count: object.siblingCount)))
+                if coordinator.object == nil {
+                    // Not reported appended: the sends of `storageAppended` go now.
+                    if object.siblingCount > Limits.siblingsWarn {
+                        directives.append(.observe(.siblingsOverWarning(coordinator.key, count: object.siblingCount)))
+                    }
+                    for copy in coordinator.copies {
+                        directives.append(.send(.replicaWrite(coordinator.key, object: object, hintFor: nil), to: copy, operation: newOperationID()))
+                    }
                 }
                 if let hintFor = coordinator.targets.first(where: { $0.node == node })?.hintFor {
                     directives += recordHint(coordinator.key, owner: hintFor, bytes: Self.approximateBytes(coordinator.key, object))
-                }
-                for copy in coordinator.copies {
-                    directives.append(.send(.replicaWrite(coordinator.key, object: object, hintFor: nil), to: copy, operation: newOperationID()))
                 }
             }
             let steps = coordinator.onLocalApplied(outcome)

@@ -317,7 +317,12 @@ public final class ClusterNode: Sendable {
                 let result = read(key)
                 work += engine.withLock { $0.storageCompleted(result, operation: operation) }
             case .write(let key, let storageOperation, let operation):
-                write(key, storageOperation) { [self] result in
+                write(key, storageOperation) { [self] appended in
+                    // A client write's object goes to the other replicas before its own fsync.
+                    if case .clientWrite = storageOperation {
+                        work += engine.withLock { $0.storageAppended(appended, operation: operation) }
+                    }
+                } done: { [self] result in
                     feed { $0.storageCompleted(result, operation: operation) }
                 }
             case .startTimer(let operation, let delay):
@@ -399,9 +404,13 @@ public final class ClusterNode: Sendable {
         }
     }
 
-    /// Applies a storage operation (read, compute, append) at once, then calls `done`
-    /// when the appended records are durable.
-    private func write(_ key: ItemKey, _ operation: StorageOperation, done: @escaping @Sendable (StorageResult) -> Void) {
+    /// Applies a storage operation (read, compute, append) at once, calls `appended`
+    /// with its result before waiting, then calls `done` when the appended records are
+    /// durable (`appended` is not called when the operation failed).
+    private func write(
+        _ key: ItemKey, _ operation: StorageOperation, appended: (StorageResult) -> Void = { _ in },
+        done: @escaping @Sendable (StorageResult) -> Void
+    ) {
         let pending: [(StorageEngine, DurabilityTicket)]
         let result: StorageResult
         do {
@@ -409,6 +418,7 @@ public final class ClusterNode: Sendable {
         } catch {
             return done(.failed(Self.failure(error)))
         }
+        appended(result)
         Self.whenAllDurable(pending[...]) { failure in
             done(failure.map { .failed(Self.failure($0)) } ?? result)
         }
