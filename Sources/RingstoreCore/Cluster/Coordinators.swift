@@ -159,8 +159,9 @@ struct PutCoordinator: Sendable {
     }
 
     /// The coordinator's own write is appended (not yet durable): the new object goes
-    /// to the other targets now. Versions sent before the local fsync are safe: a
-    /// node that crashes before it takes a fresh actor (decision 0005).
+    /// to the other targets now. A version sent before the local fsync is safe: a node
+    /// that crashes takes a fresh actor when it restarts, so the version's dot is never
+    /// issued again (decision 0005).
     mutating func onLocalAppended(_ object: StoredObject) -> [Step] {
         guard self.object == nil, !answered else { return [] }
         self.object = object

@@ -36,7 +36,8 @@ public enum NodeDirective: Sendable, Equatable {
     /// Read the key (`ReplicaStore.read`); report with `storageCompleted(_:operation:)`.
     case read(ItemKey, operation: OperationID)
     /// Apply the operation under the key's lock (`ReplicaStore.apply`), durably;
-    /// report with `storageCompleted(_:operation:)`.
+    /// report with `storageCompleted(_:operation:)` (and, for a client write, with
+    /// `storageAppended(_:operation:)` as soon as it is appended).
     case write(ItemKey, StorageOperation, operation: OperationID)
     /// Call `timerFired(_:)` with this operation after the duration.
     case startTimer(OperationID, after: Duration)
