@@ -19,6 +19,24 @@ private func key(homedAt first: String, in engine: NodeEngine) -> ItemKey {
 
 private let value = Sibling(contentType: "text/plain", data: Array("v".utf8))
 
+/// Starts a W=2 put of `value` (client token 7) on a key `n1` coordinates: the local
+/// write's operation, and the object that write stores.
+private func startPut(_ engine: inout NodeEngine) throws -> (OperationID, StoredObject) {
+    let item = key(homedAt: "n1", in: engine)
+    let directives = engine.clientRequested(.put(item, sibling: value, context: nil, w: 2, n: 3), token: 7)
+    let write: OperationID? = if case .write(_, .clientWrite, let id)? = directives.last { id } else { nil }
+    let id = try #require(write, "expected a local client write, got \(directives)")
+    return (id, StoredObject().update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 1)))
+}
+
+/// The peers that `directives` send a replica write to.
+private func replicaWritePeers(_ directives: [NodeDirective]) -> [NodeID] {
+    directives.compactMap { directive -> NodeID? in
+        if case .send(.replicaWrite(_, _, nil), let peer, _) = directive { return peer }
+        return nil
+    }
+}
+
 @Suite("Node engine")
 struct NodeEngineTests {
     // Proves that targets are the first N reachable home replicas, with the next fallback standing in for each unreachable one.
@@ -46,10 +64,7 @@ struct NodeEngineTests {
         var object = StoredObject()
         object = object.update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 1))
         let sends = engine.storageCompleted(.object(object), operation: id)
-        let peers = sends.compactMap { directive -> NodeID? in
-            if case .send(.replicaWrite(_, _, nil), let peer, _) = directive { return peer }
-            return nil
-        }
+        let peers = replicaWritePeers(sends)
         #expect(peers.count == 2)
         #expect(!sends.contains { if case .replyToClient = $0 { true } else { false } })
         let reply = engine.peerReplied(.success(.replicaWritten), operation: id, from: peers[0])
@@ -61,18 +76,8 @@ struct NodeEngineTests {
     // Proves a put reported appended replicates before its own fsync: the sends go at `storageAppended`, a second report changes nothing, and the reply needs W durable acknowledgements, which two replicas give before the local fsync ends; the local durable report then only finishes the operation.
     @Test func putReplicatesWhenAppendedAndCountsItselfOnceDurable() throws {
         var engine = try makeEngine()
-        let item = key(homedAt: "n1", in: engine)
-        let directives = engine.clientRequested(.put(item, sibling: value, context: nil, w: 2, n: 3), token: 7)
-        guard case .write(_, .clientWrite, let id)? = directives.last else {
-            Issue.record("expected a local client write, got \(directives)")
-            return
-        }
-        let object = StoredObject().update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 1))
-        let sends = engine.storageAppended(.object(object), operation: id)
-        let peers = sends.compactMap { directive -> NodeID? in
-            if case .send(.replicaWrite(_, _, nil), let peer, _) = directive { return peer }
-            return nil
-        }
+        let (id, object) = try startPut(&engine)
+        let peers = replicaWritePeers(engine.storageAppended(.object(object), operation: id))
         #expect(peers.count == 2)
         #expect(engine.storageAppended(.object(object), operation: id).isEmpty)
         #expect(engine.peerReplied(.success(.replicaWritten), operation: id, from: peers[0]).isEmpty, "one durable copy of two")
@@ -85,17 +90,8 @@ struct NodeEngineTests {
     // Proves a put whose local fsync fails after it replicated still answers by what is durable: the failure counts against W, and the two replicas' acknowledgements still meet W=2.
     @Test func putWhoseLocalFsyncFailsCountsTheReplicas() throws {
         var engine = try makeEngine()
-        let item = key(homedAt: "n1", in: engine)
-        let directives = engine.clientRequested(.put(item, sibling: value, context: nil, w: 2, n: 3), token: 7)
-        guard case .write(_, .clientWrite, let id)? = directives.last else {
-            Issue.record("expected a local client write, got \(directives)")
-            return
-        }
-        let object = StoredObject().update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 1))
-        let peers = engine.storageAppended(.object(object), operation: id).compactMap { directive -> NodeID? in
-            if case .send(.replicaWrite, let peer, _) = directive { return peer }
-            return nil
-        }
+        let (id, object) = try startPut(&engine)
+        let peers = replicaWritePeers(engine.storageAppended(.object(object), operation: id))
         #expect(engine.storageCompleted(.failed(.storage("fsync failed")), operation: id).isEmpty)
         #expect(engine.peerReplied(.success(.replicaWritten), operation: id, from: peers[0]).isEmpty)
         #expect(engine.peerReplied(.success(.replicaWritten), operation: id, from: peers[1]) == [.replyToClient(token: 7, .written(context: object.context))])

@@ -298,6 +298,15 @@ public struct NodeEngine: Sendable {
         guard case .put(var coordinator, let requester) = operations[id], coordinator.object == nil,
               case .object(let object?) = result
         else { return [] }
+        let directives = appended(object, by: coordinator)
+        let steps = coordinator.onLocalAppended(object)
+        operations[id] = .put(coordinator, requester)
+        return directives + run(steps, of: coordinator, id: id, requester: requester)
+    }
+
+    /// What a client write's appended object asks besides its coordinator's steps: a
+    /// warning when it holds many siblings, and copies to the replicas a pending ring adds.
+    private mutating func appended(_ object: StoredObject, by coordinator: PutCoordinator) -> [NodeDirective] {
         var directives: [NodeDirective] = []
         if object.siblingCount > Limits.siblingsWarn {
             directives.append(.observe(.siblingsOverWarning(coordinator.key, count: object.siblingCount)))
@@ -305,9 +314,7 @@ public struct NodeEngine: Sendable {
         for copy in coordinator.copies {
             directives.append(.send(.replicaWrite(coordinator.key, object: object, hintFor: nil), to: copy, operation: newOperationID()))
         }
-        let steps = coordinator.onLocalAppended(object)
-        operations[id] = .put(coordinator, requester)
-        return directives + run(steps, of: coordinator, id: id, requester: requester)
+        return directives
     }
 
     /// A `read` or `write` directive finished.
@@ -331,15 +338,8 @@ public struct NodeEngine: Sendable {
             }
             var directives: [NodeDirective] = []
             if case .success(let object) = outcome {
-                if coordinator.object == nil {
-                    // Not reported appended: the sends of `storageAppended` go now.
-                    if object.siblingCount > Limits.siblingsWarn {
-                        directives.append(.observe(.siblingsOverWarning(coordinator.key, count: object.siblingCount)))
-                    }
-                    for copy in coordinator.copies {
-                        directives.append(.send(.replicaWrite(coordinator.key, object: object, hintFor: nil), to: copy, operation: newOperationID()))
-                    }
-                }
+                // Not reported appended: the sends of `storageAppended` go now.
+                if coordinator.object == nil { directives += appended(object, by: coordinator) }
                 if let hintFor = coordinator.targets.first(where: { $0.node == node })?.hintFor {
                     directives += recordHint(coordinator.key, owner: hintFor, bytes: Self.approximateBytes(coordinator.key, object))
                 }
