@@ -185,7 +185,7 @@ public enum NodeServer {
             if configuration.antiEntropyPause != nil { parts.antiEntropy.start() }
             services.append(.init(service: StorageService(storage: parts.storage)))
             services.append(.init(service: StorageService(storage: parts.hintStorage)))
-            if let membership = parts.membership { await membership.start() }
+            if let membership = parts.membership { await membership.start() } else { await parts.node.pingPeersAndWait() }
             services.append(.init(service: ClusterService(parts: parts, logger: logger)))
             api = parts.api
         } else {

@@ -110,6 +110,18 @@ def test_quorum_failures_are_503_with_the_numbers(cluster3):
     assert cluster3.request("n1", "PUT", kv_path("default", "relaxed") + "?w=2", body=b"x").status == 204
 
 
+def test_a_restarted_node_coordinates_with_every_replica_from_its_first_request(cluster3):
+    """A node counts a peer once it has answered a ping; a restarted node pings them
+    all before it listens, so the first read it coordinates can already use r=3."""
+    for attempt in range(3):
+        path = kv_path("default", f"restart{attempt}")
+        assert cluster3.request("n2", "PUT", path + "?w=3", body=b"kept").status == 204
+        cluster3.nodes["n1"].kill()
+        cluster3.nodes["n1"].start()
+        read = cluster3.request("n1", "GET", path + "?r=3")
+        assert read.status == 200 and read.body == b"kept", (attempt, read)
+
+
 def test_tables_created_on_one_node_exist_on_all(cluster3):
     """A table created through one node is known to every node, and its keys replicate."""
     assert cluster3.request("n1", "PUT", "/v1/tables/courses", body=b"{}").status == 201

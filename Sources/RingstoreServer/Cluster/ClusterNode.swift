@@ -539,13 +539,32 @@ public final class ClusterNode: Sendable {
 
     private func now() -> Duration { ContinuousClock.now - started }
 
-    private func pingPeers() {
+    /// Pings every peer once and returns when each has answered or failed (within the
+    /// ping timeout), with reachability brought up to date. A node starts counting on
+    /// its peers only once they answered, so it calls this before it takes requests:
+    /// a restarted node that served at once would find every peer unreachable and
+    /// refuse what it coordinates.
+    public func pingPeersAndWait() async {
+        for reply in pingPeers() { _ = try? await reply.get() }
+        updateReachability()
+    }
+
+    /// Pings every peer; a peer whose answer makes it available again counts at once,
+    /// not at the next round.
+    @discardableResult
+    private func pingPeers() -> [EventLoopFuture<RPCMessage>] {
         let (type, body) = PeerCodec.encode(PeerRequest.ping)
-        for (peer, client) in peerClients.withLock({ $0 }) {
-            client.callFuture(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: TimeAmount(settings.pingInterval * 4)).whenSuccess { [self] _ in
+        return peerClients.withLock({ $0 }).map { peer, client in
+            let reply = client.callFuture(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: TimeAmount(settings.pingInterval * 4))
+            reply.whenSuccess { [self] _ in
                 let now = now()
-                detectors.withLock { $0.heartbeat(from: peer, at: now) }
+                let wasAvailable = detectors.withLock { detectors in
+                    defer { detectors.heartbeat(from: peer, at: now) }
+                    return detectors.isAvailable(peer, at: now)
+                }
+                if !wasAvailable { updateReachability() }
             }
+            return reply
         }
     }
 

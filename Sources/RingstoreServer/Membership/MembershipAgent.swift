@@ -73,6 +73,8 @@ final class MembershipAgent: Sendable {
     /// Applies the configuration held on disk, then starts registering and heartbeating.
     func start() async {
         if let configuration = follower.withLock({ $0.configuration }) { await adopt(configuration) }
+        // Ring servers route requests here from the first heartbeat on.
+        await node.pingPeersAndWait()
         let task = node.engineLoop.scheduleRepeatedTask(initialDelay: .zero, delay: TimeAmount(heartbeatInterval)) { [self] _ in
             heartbeat()
         }
