@@ -39,6 +39,9 @@ PY
 # start_static_nodes HTTP_BASE RPC_BASE COUNT [node options…]: nodes n1…nCOUNT of a
 # static cluster (--peers) on 127.0.0.1, HTTP on HTTP_BASE+i and RPC on RPC_BASE+i;
 # waits until each sees every node reachable. Sets node_http (the HTTP ports).
+# The nodes share this machine, so each runs one event loop, as under `ringstore dev`
+# (docs/decisions/0016-one-event-loop-per-co-located-node.md); options given after
+# COUNT come later and win.
 start_static_nodes() {
   local http_base=$1 rpc_base=$2 count=$3 i peers="" port reachable
   shift 3
@@ -47,7 +50,7 @@ start_static_nodes() {
   for i in $(seq "$count"); do
     node_http+=($((http_base + i)))
     "$RINGSTORE_BIN" node --id "n$i" --data "$work/n$i" --http "127.0.0.1:$((http_base + i))" --rpc "127.0.0.1:$((rpc_base + i))" \
-      --peers "$peers" --log-level warning "$@" >"$work/n$i.log" 2>&1 &
+      --peers "$peers" --log-level warning --event-loop-threads 1 "$@" >"$work/n$i.log" 2>&1 &
     pids+=($!)
   done
   for port in "${node_http[@]}"; do
