@@ -67,6 +67,9 @@ final class RoutingTable: Sendable {
     let http: RingstoreHTTPClient
     /// The ring as served, for refreshes to compare against.
     let document: RingDocument
+    /// Whether every request goes to the ring servers (`routers`), which then also
+    /// take reads that the client would otherwise send to replicas itself.
+    let throughRouters: Bool
 
     /// - Parameter routers: when set, every partition's candidates are these (ring
     ///   servers, which pass each request on to a coordinator), in this order: one
@@ -83,6 +86,7 @@ final class RoutingTable: Sendable {
         self.tables = tables
         self.http = http
         self.document = document
+        self.throughRouters = !(routers ?? []).isEmpty
         if let routers, !routers.isEmpty {
             self.preference = Array(repeating: routers, count: ring.partitioning.partitionCount)
             return

@@ -210,6 +210,9 @@ public final class RingstoreClusterClient: Sendable {
         if let (routing, settings) = directRoute(route, table: table) {
             let quorum = try ClientInput.quorum("r", r, n: settings.n) ?? settings.r
             let item = ItemKey(table: table, key: keyBytes, partitioning: routing.partitioning)
+            if !routing.throughRouters, let result = await readReplicas(item, r: quorum, n: settings.n, routing: routing) {
+                return try ClientReplies.readOutcome(result)
+            }
             let request = Self.message(.coordinate(.get(item, r: quorum, n: settings.n)))
             if let result = try await send(request, to: routing.candidates(for: item.partition, n: settings.n), isWrite: false) {
                 return try ClientReplies.readOutcome(result)
@@ -300,6 +303,39 @@ public final class RingstoreClusterClient: Sendable {
     private static func message(_ request: PeerRequest) -> RPCMessage {
         let (type, body) = PeerCodec.encode(request)
         return RPCMessage(messageType: type, body: ByteBuffer(bytes: body))
+    }
+
+    /// Reads the key from its first `r` home replicas at once, without a coordinator:
+    /// when they all hold the same versions, that is what a coordinator asking them
+    /// would answer, with nothing to repair. Nil, for the coordinated read to follow,
+    /// when fewer than `r` of the first `n` nodes are available, when one does not
+    /// answer or refuses (it is not a home replica by its ring: the client's ring may
+    /// be stale), or when the replicas differ (the coordinator merges them and
+    /// repairs the ones behind).
+    private func readReplicas(_ key: ItemKey, r: Int, n: Int, routing: RoutingTable) async -> ClientResult? {
+        let replicas = routing.candidates(for: key.partition, n: n).prefix(n).filter(\.isAvailable).prefix(r)
+        guard replicas.count == r else { return nil }
+        let request = Self.message(.homeRead(key, n: n))
+        let calls = replicas.map { ($0, $0.rpc.callFuture(request, timeout: configuration.requestTimeout)) }
+        var objects: [StoredObject?] = []
+        for (node, call) in calls {
+            let reply: RPCMessage
+            do {
+                reply = try await call.get()
+            } catch {
+                counters.nodeFailovers.add(1, ordering: .relaxed)
+                try? noteFailure(error, of: node, isWrite: false)
+                continue
+            }
+            node.answered()
+            switch try? PeerCodec.decodeReply(type: reply.messageType, body: Array(reply.body.readableBytesView)) {
+            case .replicaRead(let object)?: objects.append(object)
+            default: requestRefresh()  // refused: this client's ring may be stale
+            }
+        }
+        guard objects.count == r, objects.dropFirst().allSatisfy({ $0 == objects[0] }) else { return nil }
+        counters.directReplies.add(1, ordering: .relaxed)
+        return .read(objects[0])
     }
 
     /// Sends `request` to the first candidate that answers it; nil when none did and

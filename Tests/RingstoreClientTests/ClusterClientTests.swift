@@ -112,6 +112,53 @@ struct ClusterClientTests {
         }
     }
 
+    @Test func aReadAsksReplicasItselfAndACoordinatorWhenTheyDiffer() async throws {
+        // Proves that a get reads its first r replicas straight (no coordinator) when they agree, and that when one is behind it goes to a coordinator, which answers the newest version and repairs the replica.
+        try await withCluster(3, extra: ["--anti-entropy-pause-milliseconds", "0"]) { cluster in
+            try await withClient(cluster.endpoints) { client in
+                let keys = (0..<30).map { "behind-\($0)" }
+                for key in keys { try await client.put(key: key, value: Array("old".utf8), w: 3) }
+                let key = try #require(try await keysWhosePreferenceListStarts(with: "n1", among: keys, client: client).first)
+                let onN1 = RingstoreHTTPClient(endpoints: [cluster.node("n1").endpoint])
+                guard case .value(let data, _, let context) = try await client.get(key: key) else {
+                    Issue.record("expected one value")
+                    return
+                }
+                #expect(data == Array("old".utf8))
+                #expect(try await metric("ringstore_home_reads_total", on: cluster) == 2, "the client read two replicas itself")
+                #expect(try await metric("ringstore_read_repairs_total", on: cluster) == 0)
+
+                // n1 misses the next write: with three nodes and N=3 there is no fallback to keep a hint, and anti-entropy is off.
+                cluster.kill("n1")
+                try await client.put(key: key, value: Array("new".utf8), context: context)
+                try await cluster.restart("n1")
+                guard case .value(let stale, _, _) = try await onN1.get(key: key, r: 1) else {
+                    Issue.record("expected n1 to hold the old value")
+                    return
+                }
+                #expect(stale == Array("old".utf8), "n1 must be behind for this test to mean anything")
+
+                try await Task.sleep(for: .milliseconds(1100))  // the client passes n1 over for a second after the failed write
+                guard case .value(let newest, _, _) = try await client.get(key: key) else {
+                    Issue.record("expected one value")
+                    return
+                }
+                #expect(newest == Array("new".utf8))
+                #expect(try await metric("ringstore_read_repairs_total", on: cluster) >= 1, "the replicas differed: a coordinator merged and repaired them")
+                let deadline = ContinuousClock.now + .seconds(5)
+                while case .value(let held, _, _) = try await onN1.get(key: key, r: 1), held != Array("new".utf8), ContinuousClock.now < deadline {
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                guard case .value(let repaired, _, _) = try await onN1.get(key: key, r: 1) else {
+                    Issue.record("expected n1 to hold a value")
+                    return
+                }
+                #expect(repaired == Array("new".utf8), "read repair brought n1 up to date")
+                #expect(client.statistics.httpRequests == 0)
+            }
+        }
+    }
+
     @Test func aWriteWhoseReplyIsLostIsReportedAndNotSentAgain() async throws {
         // Proves that a write sent to a node that stops answering fails with writeOutcomeUnknown (not sent to another node, which would make a sibling), and that reads then pass the node over.
         try await withCluster(3) { cluster in
@@ -319,4 +366,16 @@ func keysWhosePreferenceListStarts(with node: String, among keys: [String], clie
         if preference.first == node { result.append(key) }
     }
     return result
+}
+
+/// A counter summed over the running nodes of `cluster`, from their metrics.
+func metric(_ name: String, on cluster: NodeProcesses) async throws -> Int {
+    var total = 0
+    for node in cluster.all where node.process.isRunning {
+        let reply = try await RingstoreHTTPClient(endpoints: [node.endpoint]).send(method: "GET", path: "/metrics")
+        for line in String(decoding: reply.body, as: UTF8.self).split(separator: "\n") where line.hasPrefix(name + " ") {
+            total += Int(Double(line.split(separator: " ").last ?? "0") ?? 0)
+        }
+    }
+    return total
 }

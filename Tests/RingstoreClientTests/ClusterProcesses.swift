@@ -12,6 +12,7 @@ final class NodeProcesses: @unchecked Sendable {
         let id: String
         let httpPort: Int
         let rpcPort: Int?
+        let arguments: [String]
         let process: Process
 
         var endpoint: Endpoint { Endpoint(host: "127.0.0.1", port: httpPort) }
@@ -79,6 +80,16 @@ final class NodeProcesses: @unchecked Sendable {
         process.waitUntilExit()
     }
 
+    /// Starts a node that was killed again, on its data and ports, and waits until
+    /// every node reaches every other.
+    func restart(_ id: String) async throws {
+        let stopped = node(id)
+        precondition(!stopped.process.isRunning, "\(id) is still running")
+        lock.withLock { nodes.removeAll { $0.id == id } }
+        try spawn(id: id, httpPort: stopped.httpPort, rpcPort: stopped.rpcPort, arguments: stopped.arguments)
+        try await waitUntilAllReachable(count: all.count)
+    }
+
     /// Freezes one node (SIGSTOP): its connections stay open but nothing answers.
     func pause(_ id: String) {
         Glibc.kill(node(id).process.processIdentifier, SIGSTOP)
@@ -113,12 +124,13 @@ final class NodeProcesses: @unchecked Sendable {
         process.executableURL = try Self.binary()
         process.arguments = ["node", "--data", "\(folder)/\(id)", "--http", "127.0.0.1:\(httpPort)", "--durability", "never", "--log-level", "warning"] + arguments
         let log = "\(folder)/\(id).log"
-        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        handle.seekToEndOfFile()
         process.standardOutput = handle
         process.standardError = handle
         try process.run()
-        lock.withLock { nodes.append(Node(id: id, httpPort: httpPort, rpcPort: rpcPort, process: process)) }
+        lock.withLock { nodes.append(Node(id: id, httpPort: httpPort, rpcPort: rpcPort, arguments: arguments, process: process)) }
     }
 
     private func waitUntilAllReachable(count: Int) async throws {

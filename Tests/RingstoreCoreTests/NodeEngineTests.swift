@@ -195,6 +195,34 @@ struct NodeEngineTests {
         #expect(engine.operationsInFlight == 0)
     }
 
+    // Proves that a client's home read is a replica read on a home replica, and is refused by a node that is not one of the key's first n.
+    @Test func homeReadsAreAnsweredOnlyByHomeReplicas() throws {
+        var engine = try makeEngine()
+        let homed = key(homedAt: "n1", in: engine)
+        let directives = engine.peerRequested(.homeRead(homed, n: 3), from: NodeID("n1"), token: 5)
+        guard case .read(homed, let id)? = directives.first, directives.count == 1 else {
+            Issue.record("expected a read of the key, got \(directives)")
+            return
+        }
+        let object = StoredObject().update(with: .fresh(value, context: nil), actor: ActorID(rawValue: 2))
+        #expect(engine.storageCompleted(.object(object), operation: id) == [.replyToPeer(token: 5, .replicaRead(object))])
+
+        let elsewhere = try #require((0..<10_000).lazy.map {
+            ItemKey(table: "default", key: Array("k\($0)".utf8), partitioning: engine.ring.partitioning)
+        }.first { !engine.ring.preferenceList(for: $0.partition, count: 3).contains(NodeID("n1")) })
+        let refused = engine.peerRequested(.homeRead(elsewhere, n: 3), from: NodeID("n1"), token: 6)
+        guard case .replyToPeer(6, .failed(.unavailable))? = refused.first, refused.count == 1 else {
+            Issue.record("expected a refusal, got \(refused)")
+            return
+        }
+        // With n = 5 every member of the five-node ring is one of the key's first n.
+        guard case .read? = engine.peerRequested(.homeRead(elsewhere, n: 5), from: NodeID("n1"), token: 7).first else {
+            Issue.record("expected a read with n = 5")
+            return
+        }
+        #expect(engine.operationsInFlight == 1)
+    }
+
     // Proves that a get asks one more replica for every one that fails, and fails with the numbers when none is left.
     @Test func getAsksAnotherReplicaOnFailure() throws {
         var engine = try makeEngine()
@@ -329,6 +357,7 @@ struct PeerCodecTests {
             .coordinate(.put(item, sibling: value, context: object.context, w: 2, n: 3)),
             .coordinate(.put(item, sibling: .tombstone, context: nil, w: 1, n: 3)),
             .ping,
+            .homeRead(item, n: 3),
         ]
         for request in requests {
             let (type, body) = PeerCodec.encode(request)
@@ -348,5 +377,18 @@ struct PeerCodecTests {
             #expect(try PeerCodec.decodeReply(type: type, body: body) == reply)
         }
         #expect(throws: DecodeError.self) { try PeerCodec.decodeRequest(type: 999, body: []) }
+    }
+
+    // Proves that a home read names between 1 and the most replicas a table may have.
+    @Test func homeReadsRefuseImpossibleReplicaCounts() throws {
+        let item = ItemKey(table: "default", key: Array("key".utf8), partition: PartitionID(rawValue: 3))
+        let (type, body) = PeerCodec.encode(.homeRead(item, n: 3))
+        for n in [0, Limits.replicasMax + 1] {
+            var writer = ByteWriter(capacity: 32)
+            item.encode(into: &writer)
+            writer.writeVarint(UInt64(n))
+            #expect(throws: DecodeError.self) { try PeerCodec.decodeRequest(type: type, body: writer.bytes) }
+        }
+        #expect(try PeerCodec.decodeRequest(type: type, body: body) == .homeRead(item, n: 3))
     }
 }

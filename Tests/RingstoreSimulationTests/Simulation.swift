@@ -344,7 +344,7 @@ final class Simulation {
         guard transmits(from: from, to: to) else { return }
         schedule(.requestArrives(rpc: rpc, from: from, to: to, request), after: networkDelay())
         let idempotent = switch request {
-        case .replicaRead, .replicaWrite, .ping: true
+        case .replicaRead, .homeRead, .replicaWrite, .ping: true
         case .coordinate: false
         }
         if idempotent && random.chance(duplicateProbability) {

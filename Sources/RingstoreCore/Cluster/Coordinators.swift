@@ -107,7 +107,12 @@ struct GetCoordinator: Sendable {
         }
     }
 
-    static func result(of object: StoredObject?) -> ClientResult {
+    static func result(of object: StoredObject?) -> ClientResult { .read(object) }
+}
+
+extension ClientResult {
+    /// What a read answers when its replies merge to `object`.
+    public static func read(_ object: StoredObject?) -> ClientResult {
         guard let object, !object.isEmpty else { return .notFound(context: nil) }
         return object.isDeleted ? .notFound(context: object.context) : .found(object)
     }

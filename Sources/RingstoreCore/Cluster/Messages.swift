@@ -54,6 +54,10 @@ public enum PeerRequest: Sendable, Equatable {
     case coordinate(ClientOperation)
     /// Are you there?
     case ping
+    /// A client's read of a replica it addresses itself (the partition-aware client):
+    /// answered like `replicaRead` only while this node is one of the key's first
+    /// `n` nodes by its ring, else refused with `ClientFailure.unavailable`.
+    case homeRead(ItemKey, n: Int)
 }
 
 /// The reply to a `PeerRequest`.
@@ -94,6 +98,10 @@ public enum PeerCodec {
             return (coordinateType, writer.bytes)
         case .ping:
             return (4, [])
+        case .homeRead(let key, let n):
+            key.encode(into: &writer)
+            writer.writeVarint(UInt64(n))
+            return (5, writer.bytes)
         }
     }
 
@@ -108,6 +116,11 @@ public enum PeerCodec {
             request = .replicaWrite(key, object: object, hintFor: try readOptionalNode(&reader))
         case coordinateType: request = .coordinate(try decodeOperation(&reader))
         case 4: request = .ping
+        case 5:
+            let key = try ItemKey(from: &reader)
+            let n = try reader.readVarint()
+            guard (1...UInt64(Limits.replicasMax)).contains(n) else { throw DecodeError("a home read's n must be 1 to \(Limits.replicasMax), not \(n)") }
+            request = .homeRead(key, n: Int(n))
         default: throw DecodeError("unknown peer request type \(type)")
         }
         try reader.expectEnd()

@@ -231,6 +231,14 @@ public struct NodeEngine: Sendable {
         case .replicaRead(let key):
             let id = newOperation(.replicaRead(peer: token))
             return [.read(key, operation: id)]
+        case .homeRead(let key, let n):
+            // A client that holds a stale ring must not read a node that no longer
+            // holds the key: it could find the same old version on two of them.
+            guard ring.preferenceList(for: key.partition, count: n).contains(node) else {
+                return [.replyToPeer(token: token, .failed(.unavailable("\(node) is not one of the first \(n) replicas of \(key)")))]
+            }
+            let id = newOperation(.replicaRead(peer: token))
+            return [.read(key, operation: id)]
         case .replicaWrite(let key, let object, let hintFor):
             let id = newOperation(.replicaWrite(peer: token, key, hintFor: hintFor, bytes: Self.approximateBytes(key, object)))
             let operation: StorageOperation = hintFor.map { .mergeHint(object, owner: $0) } ?? .merge(object)

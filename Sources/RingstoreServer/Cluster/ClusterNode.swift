@@ -283,6 +283,7 @@ public final class ClusterNode: Sendable {
         let promise = eventLoop.makePromise(of: RPCMessage.self)
         let token = nextToken.wrappingAdd(1, ordering: .relaxed).newValue
         pendingPeers.withLock { $0[token] = promise }
+        if case .homeRead = request { observations.homeReads.increment() }
         feed { $0.peerRequested(request, from: self.id, token: token) }
         return promise.futureResult
     }
@@ -651,6 +652,8 @@ struct ClusterMetrics: Sendable {
     let hintsDropped = CoreMetrics.Counter(label: "ringstore_hints_dropped_total")
     let forwarded = CoreMetrics.Counter(label: "ringstore_forwarded_requests_total")
     let corruptReplaced = CoreMetrics.Counter(label: "ringstore_corrupt_records_replaced_total")
+    /// Reads the partition-aware client sent this node as a home replica (`PeerRequest.homeRead`).
+    let homeReads = CoreMetrics.Counter(label: "ringstore_home_reads_total")
     let hints = CoreMetrics.Gauge(label: "ringstore_hints_pending")
 }
 
