@@ -60,7 +60,7 @@ struct GetCoordinator: Sendable {
         if !answered {
             if replies.count >= r {
                 answered = true
-                steps.append(.reply(Self.result(of: merged)))
+                steps.append(.reply(.read(merged)))
             } else if targets.count - failed.count < r {
                 answered = true
                 steps.append(.reply(.failed(.insufficientReplicas(have: replies.count, need: r))))
@@ -106,8 +106,6 @@ struct GetCoordinator: Sendable {
             return .repair(target, merged)
         }
     }
-
-    static func result(of object: StoredObject?) -> ClientResult { .read(object) }
 }
 
 extension ClientResult {
