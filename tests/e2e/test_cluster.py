@@ -114,6 +114,10 @@ def test_a_restarted_node_coordinates_with_every_replica_from_its_first_request(
     """A node counts a peer once it has answered a ping; a restarted node pings them
     all before it listens, so the first read it coordinates can already use r=3."""
     for attempt in range(3):
+        # The others take up to a few seconds to count the restarted node again
+        # (their failure detectors, and their reconnection backoff): start each
+        # attempt from a cluster where every node sees every other.
+        cluster3.wait_until_all_reachable()
         path = kv_path("default", f"restart{attempt}")
         assert cluster3.request("n2", "PUT", path + "?w=3", body=b"kept").status == 204
         cluster3.nodes["n1"].kill()
