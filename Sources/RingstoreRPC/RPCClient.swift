@@ -96,6 +96,13 @@ public final class RPCClient: Sendable {
         try await callFuture(request, timeout: timeout).get()
     }
 
+    /// Ends a backoff after failed connects: the caller knows the peer is up again
+    /// (it heard from it), so the next call connects at once.
+    public func peerIsBack() {
+        let core = self.core
+        if eventLoop.inEventLoop { core.value.peerIsBack() } else { eventLoop.execute { core.value.peerIsBack() } }
+    }
+
     /// Whether a connection is established now.
     public var isConnected: Bool {
         status.connected.load(ordering: .relaxed)
@@ -324,6 +331,10 @@ final class RPCClientCore {
         for call in calls.values {
             call.promise.fail(error)
         }
+    }
+
+    func peerIsBack() {
+        machine.peerIsBack()
     }
 
     func shutdown() -> EventLoopFuture<Void> {

@@ -145,6 +145,12 @@ package struct RPCConnectionStateMachine {
         }
     }
 
+    /// The peer is known to be up again (it called us): the next call connects at
+    /// once instead of failing until the backoff delay ends.
+    package mutating func peerIsBack() {
+        if case .backingOff = state { state = .idle(consecutiveFailures: 0) }
+    }
+
     package mutating func shutdownRequested() {
         state = .shutdown
     }

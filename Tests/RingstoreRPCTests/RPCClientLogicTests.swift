@@ -52,6 +52,23 @@ struct RPCClientLogicTests {
         #expect(machine.connectSucceeded(attempt: 3) == .sendQueued)
     }
 
+    @Test func aPeerKnownToBeBackEndsTheBackoff() {
+        // Proves that peerIsBack turns a backoff into a connect on the next call, and changes nothing in any other state.
+        var machine = RPCConnectionStateMachine(backoff: RPCBackoff(jitterFraction: 0))
+        var generator = RPCTestGenerator(state: 3)
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        _ = machine.callRequested(now: start)
+        _ = machine.connectFailed(attempt: 1, reason: "refused", now: start, generator: &generator)
+        machine.peerIsBack()
+        #expect(machine.state == .idle(consecutiveFailures: 0))
+        #expect(machine.callRequested(now: start + .milliseconds(1)) == .connectAndQueue(attempt: 2))
+        machine.peerIsBack()
+        #expect(machine.state == .connecting(attempt: 2, consecutiveFailures: 0))
+        #expect(machine.connectSucceeded(attempt: 2) == .sendQueued)
+        machine.peerIsBack()
+        #expect(machine.state == .connected(attempt: 2))
+    }
+
     @Test func droppedConnectionFailsOutstandingCallsAndReconnectsOnTheNextCall() {
         // Proves a drop fails outstanding calls with connectionClosed, resets the failure count, and the next call reconnects.
         var machine = RPCConnectionStateMachine(backoff: RPCBackoff())

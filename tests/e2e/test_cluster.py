@@ -126,6 +126,31 @@ def test_a_restarted_node_coordinates_with_every_replica_from_its_first_request(
         assert read.status == 200 and read.body == b"kept", (attempt, read)
 
 
+def test_the_others_count_a_restarted_node_again_at_once(cluster3):
+    """While a node is down the others' pings to it fail and back off (up to 2 s
+    between connects); a restarting node pings them, and each pings it back at once,
+    past its backoff, so it counts the node again within a round trip."""
+
+    def n2_counts_n1() -> bool:
+        return any(m["id"] == "n1" and m["reachable"] for m in cluster3.cluster_view("n2")["members"])
+
+    for attempt in range(2):
+        cluster3.wait_until_all_reachable()
+        cluster3.nodes["n1"].kill()
+        deadline = time.monotonic() + 15
+        while n2_counts_n1():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        time.sleep(3)  # n2's connects to n1 keep failing: its backoff grows to its 2 s ceiling
+        cluster3.nodes["n1"].start()
+        started = time.monotonic()
+        while not n2_counts_n1():
+            assert time.monotonic() - started < 0.5, f"attempt {attempt}: n2 took over 0.5 s to count the restarted n1"
+            time.sleep(0.02)
+        path = kv_path("default", f"back{attempt}")
+        assert cluster3.request("n2", "PUT", path + "?w=3", body=b"all three").status == 204
+
+
 def test_tables_created_on_one_node_exist_on_all(cluster3):
     """A table created through one node is known to every node, and its keys replicate."""
     assert cluster3.request("n1", "PUT", "/v1/tables/courses", body=b"{}").status == 201

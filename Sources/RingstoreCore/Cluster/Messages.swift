@@ -52,8 +52,9 @@ public enum PeerRequest: Sendable, Equatable {
     case replicaWrite(ItemKey, object: StoredObject, hintFor: NodeID?)
     /// Run a client operation as coordinator (a node that is not a replica forwards puts).
     case coordinate(ClientOperation)
-    /// Are you there?
-    case ping
+    /// Are you there? `from` names the sender (nil from a sender that does not say),
+    /// so that a node that stopped counting it learns at once that it is back.
+    case ping(from: NodeID?)
     /// A client's read of a replica it addresses itself (the partition-aware client):
     /// answered like `replicaRead` only while this node is one of the key's first
     /// `n` nodes by its ring, else refused with `ClientFailure.unavailable`.
@@ -96,8 +97,9 @@ public enum PeerCodec {
         case .coordinate(let operation):
             encode(operation, into: &writer)
             return (coordinateType, writer.bytes)
-        case .ping:
-            return (4, [])
+        case .ping(let from):
+            writeOptionalNode(from, into: &writer)
+            return (4, writer.bytes)
         case .homeRead(let key, let n):
             key.encode(into: &writer)
             writer.writeVarint(UInt64(n))
@@ -115,7 +117,7 @@ public enum PeerCodec {
             let object = try StoredObject.decodeObject(try reader.readBytes())
             request = .replicaWrite(key, object: object, hintFor: try readOptionalNode(&reader))
         case coordinateType: request = .coordinate(try decodeOperation(&reader))
-        case 4: request = .ping
+        case 4: request = .ping(from: reader.isAtEnd ? nil : try readOptionalNode(&reader))
         case 5:
             let key = try ItemKey(from: &reader)
             let n = try reader.readVarint()

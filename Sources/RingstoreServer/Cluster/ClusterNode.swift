@@ -554,19 +554,32 @@ public final class ClusterNode: Sendable {
     /// not at the next round.
     @discardableResult
     private func pingPeers() -> [EventLoopFuture<RPCMessage>] {
-        let (type, body) = PeerCodec.encode(PeerRequest.ping)
-        return peerClients.withLock({ $0 }).map { peer, client in
-            let reply = client.callFuture(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: TimeAmount(settings.pingInterval * 4))
-            reply.whenSuccess { [self] _ in
-                let now = now()
-                let wasAvailable = detectors.withLock { detectors in
-                    defer { detectors.heartbeat(from: peer, at: now) }
-                    return detectors.isAvailable(peer, at: now)
-                }
-                if !wasAvailable { updateReachability() }
+        peerClients.withLock({ $0 }).map { peer, client in ping(peer, through: client) }
+    }
+
+    private func ping(_ peer: NodeID, through client: RPCClient) -> EventLoopFuture<RPCMessage> {
+        let (type, body) = PeerCodec.encode(PeerRequest.ping(from: id))
+        let reply = client.callFuture(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)), timeout: TimeAmount(settings.pingInterval * 4))
+        reply.whenSuccess { [self] _ in
+            let now = now()
+            let wasAvailable = detectors.withLock { detectors in
+                defer { detectors.heartbeat(from: peer, at: now) }
+                return detectors.isAvailable(peer, at: now)
             }
-            return reply
+            if !wasAvailable { updateReachability() }
         }
+        return reply
+    }
+
+    /// A peer pinged this node, so it is up. If this node does not count it (the
+    /// peer restarted, and pings to it failed and are backing off), it pings back at
+    /// once, past the backoff, and counts the peer again within a round trip instead
+    /// of seconds later.
+    func pinged(by peer: NodeID) {
+        let now = now()
+        guard !detectors.withLock({ $0.isAvailable(peer, at: now) }), let client = peerClients.withLock({ $0[peer] }) else { return }
+        client.peerIsBack()
+        _ = ping(peer, through: client)
     }
 
     private func updateReachability() {

@@ -59,7 +59,8 @@ struct PeerRPCHandler: RPCHandler {
         } catch {
             return .fail(RPCRemoteError(code: 1, message: "undecodable request: \(error.reason)"))
         }
-        if case .ping = decoded {
+        if case .ping(let from) = decoded {
+            if let from { node.pinged(by: from) }
             let (type, body) = PeerCodec.encode(PeerReply.pong)
             return .reply(RPCMessage(messageType: type, body: ByteBuffer(bytes: body)))
         }
