@@ -571,14 +571,15 @@ public final class ClusterNode: Sendable {
         return reply
     }
 
-    /// A peer pinged this node, so it is up. If this node does not count it (the
-    /// peer restarted, and pings to it failed and are backing off), it pings back at
-    /// once, past the backoff, and counts the peer again within a round trip instead
-    /// of seconds later.
+    /// A peer pinged this node, so it is up: calls to it stop failing on a backoff
+    /// left from while it was down. If this node does not count the peer (it
+    /// restarted, and pings to it failed), it pings back at once and counts the peer
+    /// again within a round trip instead of seconds later.
     func pinged(by peer: NodeID) {
-        let now = now()
-        guard !detectors.withLock({ $0.isAvailable(peer, at: now) }), let client = peerClients.withLock({ $0[peer] }) else { return }
+        guard let client = peerClients.withLock({ $0[peer] }) else { return }
         client.peerIsBack()
+        let now = now()
+        guard !detectors.withLock({ $0.isAvailable(peer, at: now) }) else { return }
         _ = ping(peer, through: client)
     }
 
