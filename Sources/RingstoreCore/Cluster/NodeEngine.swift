@@ -228,13 +228,10 @@ public struct NodeEngine: Sendable {
         switch request {
         case .ping:
             return [.replyToPeer(token: token, .pong)]
-        case .replicaRead(let key):
-            let id = newOperation(.replicaRead(peer: token))
-            return [.read(key, operation: id)]
-        case .homeRead(let key, let n):
+        case .replicaRead(let key), .homeRead(let key, _):
             // A client that holds a stale ring must not read a node that no longer
             // holds the key: it could find the same old version on two of them.
-            guard ring.preferenceList(for: key.partition, count: n).contains(node) else {
+            if case .homeRead(_, let n) = request, !ring.preferenceList(for: key.partition, count: n).contains(node) {
                 return [.replyToPeer(token: token, .failed(.unavailable("\(node) is not one of the first \(n) replicas of \(key)")))]
             }
             let id = newOperation(.replicaRead(peer: token))

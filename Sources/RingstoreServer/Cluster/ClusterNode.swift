@@ -541,13 +541,12 @@ public final class ClusterNode: Sendable {
     private func now() -> Duration { ContinuousClock.now - started }
 
     /// Pings every peer once and returns when each has answered or failed (within the
-    /// ping timeout), with reachability brought up to date. A node starts counting on
-    /// its peers only once they answered, so it calls this before it takes requests:
-    /// a restarted node that served at once would find every peer unreachable and
-    /// refuse what it coordinates.
+    /// ping timeout); a peer that answered counts by then (see `ping`). A node starts
+    /// counting on its peers only once they answered, so it calls this before it
+    /// takes requests: a restarted node that served at once would find every peer
+    /// unreachable and refuse what it coordinates.
     public func pingPeersAndWait() async {
         for reply in pingPeers() { _ = try? await reply.get() }
-        updateReachability()
     }
 
     /// Pings every peer; a peer whose answer makes it available again counts at once,

@@ -120,13 +120,13 @@ final class AcceptorStore: Sendable {
         case .success(let floor): startFloor = floor
         case .failure(let error): return done(.failure(error))
         }
-        update(key: message.key) { [self] stored in
+        update(key: message.key, { [self] stored in
             let state = stored.raisingPromise(to: startFloor)
             guard let decision = CASPaxosAcceptor.handle(message, state: state) else { return nil }
             guard let newState = decision.newState else { return (.none, decision.reply) }
             if floors.withLock({ $0.durable }).covers(decision, previous: state) { return (.unsynced(newState), decision.reply) }
             return (.durable(newState, raisingFloorFor: CASPaxosPromiseFloor.promiseOnly(decision, previous: state)), decision.reply)
-        } done: { done($0) }
+        }, done: done)
     }
 
     /// The value `key` last accepted, once the state it reflects is durable (a read-only
