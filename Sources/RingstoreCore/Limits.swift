@@ -10,6 +10,9 @@ public enum Limits {
     /// The largest value a node can be configured to accept. Values travel in one
     /// frame and sit in memory while they are replicated.
     public static let valueBytesMaxCeiling = 64 << 20
+    /// A node's value cache (`ringstore node --cache-mb`), by default and at most.
+    public static let valueCacheBytesDefault = 4 << 20
+    public static let valueCacheMegabytesMax = 1 << 16
     /// Table names appear in every stored key; short names keep keys small.
     public static let tableNameBytesMax = 64
     /// Content types are stored with every sibling.

@@ -36,6 +36,8 @@ public struct NodeConfiguration: Sendable {
     /// How long a key must have held only tombstones before anti-entropy tries to
     /// purge it (once every replica holds the same tombstone); nil never purges.
     public var tombstoneGrace: Duration? = .seconds(300)
+    /// Bytes of recently written and read values the node keeps in memory.
+    public var cacheBytes = Limits.valueCacheBytesDefault
 
     /// Whether the node runs as a member of a cluster rather than alone.
     public var isClustered: Bool { nodeID != nil }
@@ -151,7 +153,7 @@ public enum NodeServer {
         let partitioning = try Partitioning(partitionCount: identity.partitions)
         let storage = try StorageEngine(
             directory: configuration.dataDirectory + "/storage",
-            options: StorageOptions(durability: configuration.durability), logger: logger)
+            options: StorageOptions(durability: configuration.durability, cacheBytes: configuration.cacheBytes), logger: logger)
         let catalog = try await TableCatalog(storage: storage, partitioning: partitioning, clusterSize: 1)
         let service = LocalKeyValueService(storage: storage, partitioning: partitioning, actor: identity.actorID, logger: logger)
         let started = ContinuousClock.now

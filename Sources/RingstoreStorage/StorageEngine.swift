@@ -89,6 +89,8 @@ public final class StorageEngine: Sendable {
         var failure: StorageError?
         var isClosed = false
         var syncCount = 0
+        /// Recent values by record (`StorageOptions.cacheBytes`).
+        var cache: ValueCache
     }
 
     let directoryPath: String
@@ -130,7 +132,8 @@ public final class StorageEngine: Sendable {
             nextSequence: recovered.nextSequence,
             writtenSequence: recovered.nextSequence - 1,
             syncedSequence: recovered.nextSequence - 1,
-            segmentsNeedingHints: recovered.segmentsNeedingHints
+            segmentsNeedingHints: recovered.segmentsNeedingHints,
+            cache: ValueCache(capacityBytes: options.cacheBytes)
         ))
         startBackgroundThreads()
     }
@@ -140,12 +143,19 @@ public final class StorageEngine: Sendable {
     /// The value stored for `key` in `partition`, or nil if there is none.
     /// Throws `StorageError.corruptRecord` if the record fails its checksum: it is never served.
     public func get(partition: PartitionID, key: [UInt8]) throws(StorageError) -> [UInt8]? {
-        let found: (Location, SegmentFile)? = try state.withLock { state throws(StorageError) in
+        let found: (Location, SegmentFile?, cached: [UInt8]?)? = try state.withLock { state throws(StorageError) in
             if state.isClosed { throw .closed }
             guard let location = state.directory.location(partition: partition.rawValue, key: key) else { return nil }
-            return (location, state.segments[location.segment]!)
+            if let value = state.cache.value(for: location.sequence) { return (location, nil, value) }
+            return (location, state.segments[location.segment]!, nil)
         }
-        guard let (location, file) = found else { return nil }
+        guard let (location, segment, cached) = found else { return nil }
+        if let cached {
+            metrics.reads.increment()
+            metrics.cacheHits.increment()
+            return cached
+        }
+        guard let file = segment else { return nil }
         let record = try file.read(offset: Int(location.offset), count: Int(location.recordBytes))
         let value: [UInt8]? = record.withUnsafeBytes { raw in
             guard raw.count == Int(location.recordBytes),
@@ -164,6 +174,7 @@ public final class StorageEngine: Sendable {
             throw .corruptRecord(segment: location.segment, offset: Int(location.offset))
         }
         metrics.reads.increment()
+        if options.cacheBytes > 0 { state.withLock { $0.cache.insert(value, for: location.sequence) } }
         return value
     }
 
@@ -346,6 +357,7 @@ public final class StorageEngine: Sendable {
             state.writtenSequence = sequence
             let location = Location(segment: state.active.id, offset: UInt32(offset), recordBytes: UInt32(record.count), sequence: sequence)
             apply(kind, partition: partition, key: key, location: location, to: &state)
+            if kind == .value { state.cache.insert(value, for: sequence) }
             return sequence
         }
     }
@@ -365,6 +377,7 @@ public final class StorageEngine: Sendable {
         }
         for previous in superseded {
             state.usage[previous.segment]?.liveBytes -= Int(previous.recordBytes)
+            state.cache.remove(previous.sequence)
         }
     }
 

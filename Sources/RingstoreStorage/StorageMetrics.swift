@@ -6,6 +6,8 @@ struct StorageMetrics: Sendable {
     let reads = Counter(label: "ringstore_storage_reads_total")
     let writes = Counter(label: "ringstore_storage_writes_total")
     let deletes = Counter(label: "ringstore_storage_deletes_total")
+    /// Reads answered from the value cache, without touching the segment files.
+    let cacheHits = Counter(label: "ringstore_storage_cache_hits_total")
     let corruptReads = Counter(label: "ringstore_storage_corrupt_reads_total")
     let syncs = Counter(label: "ringstore_storage_fsyncs_total")
     let syncDuration = Timer(label: "ringstore_storage_fsync_duration_seconds", preferredDisplayUnit: .seconds)

@@ -40,13 +40,16 @@ public struct StorageOptions: Sendable {
     public var mergeDeadFractionMin: Double
     /// Whether the engine merges by itself; `merge()` works either way.
     public var automaticMerge: Bool
+    /// How many bytes of recently written and read values to keep in memory (0: none).
+    public var cacheBytes: Int
 
     public init(
         durability: Durability = .always,
         segmentBytesMax: Int = 64 << 20,
         mergeDeadBytesMin: Int = 64 << 20,
         mergeDeadFractionMin: Double = 0.5,
-        automaticMerge: Bool = true
+        automaticMerge: Bool = true,
+        cacheBytes: Int = 0
     ) {
         precondition(segmentBytesMax > RecordFormat.headerBytes && segmentBytesMax < Int(UInt32.max))
         precondition(mergeDeadFractionMin >= 0 && mergeDeadFractionMin <= 1)
@@ -55,6 +58,7 @@ public struct StorageOptions: Sendable {
         self.mergeDeadBytesMin = mergeDeadBytesMin
         self.mergeDeadFractionMin = mergeDeadFractionMin
         self.automaticMerge = automaticMerge
+        self.cacheBytes = cacheBytes
     }
 }
 

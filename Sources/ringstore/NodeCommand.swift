@@ -25,6 +25,9 @@ struct NodeCommand: AsyncParsableCommand {
     @Option(help: "When writes are durable: always (fsync, group commit), interval:MS, or never.")
     var durability: String = "always"
 
+    @Option(help: "Megabytes of recently written and read values to keep in memory (0 keeps none).")
+    var cacheMB: Int = Limits.valueCacheBytesDefault >> 20
+
     @Option(help: "Partitions of the ring (a power of two); only used when the data folder is new.")
     var partitions: Int = Limits.partitionCountDefault
 
@@ -86,6 +89,9 @@ struct NodeCommand: AsyncParsableCommand {
         guard (1...Limits.valueBytesMaxCeiling).contains(maxValueBytes) else {
             throw ValidationError("--max-value-bytes must be 1 to \(Limits.valueBytesMaxCeiling).")
         }
+        guard (0...Limits.valueCacheMegabytesMax).contains(cacheMB) else {
+            throw ValidationError("--cache-mb must be 0 to \(Limits.valueCacheMegabytesMax).")
+        }
         guard (try? Partitioning(partitionCount: partitions)) != nil else {
             throw ValidationError("--partitions must be a power of two from 1 to \(Limits.partitionCountMax).")
         }
@@ -128,6 +134,7 @@ struct NodeCommand: AsyncParsableCommand {
         configuration.ringServers = try ringServerAddresses()
         configuration.antiEntropyPause = antiEntropyPauseMilliseconds == 0 ? nil : .milliseconds(antiEntropyPauseMilliseconds)
         configuration.tombstoneGrace = tombstoneGraceSeconds == -1 ? nil : .seconds(tombstoneGraceSeconds)
+        configuration.cacheBytes = cacheMB << 20
         let registry = ServerMetrics.bootstrapPrometheus()
         do {
             try await NodeServer.run(configuration, registry: registry, logger: logger) { httpPort, rpcPort in

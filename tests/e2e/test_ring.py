@@ -272,6 +272,8 @@ def test_node_join_rejects_bad_options(ringstore_bin, tmp_path):
     ("--tombstone-grace-seconds", "-2", "--tombstone-grace-seconds must be 0 or more"),
     ("--anti-entropy-pause-milliseconds", "-1", "--anti-entropy-pause-milliseconds must be 0 or more"),
     ("--request-timeout-milliseconds", "0", "--request-timeout-milliseconds must be positive"),
+    ("--cache-mb", "-1", "--cache-mb must be 0 to 65536"),
+    ("--cache-mb", "70000", "--cache-mb must be 0 to 65536"),
 ])
 def test_node_rejects_bad_anti_entropy_and_timeout_options(ringstore_bin, tmp_path, option, value, message):
     result = run_cli(ringstore_bin, "node", "--data", str(tmp_path / "n"), "--http", "127.0.0.1:7002", f"{option}={value}")

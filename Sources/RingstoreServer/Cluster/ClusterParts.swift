@@ -25,7 +25,9 @@ struct ClusterParts: Sendable {
         let identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, partitionCount: configuration.partitionCount, logger: logger)
         let partitioning = try Partitioning(partitionCount: identity.partitions)
         let options = StorageOptions(durability: configuration.durability)
-        let storage = try StorageEngine(directory: configuration.dataDirectory + "/storage", options: options, logger: logger)
+        var storageOptions = options
+        storageOptions.cacheBytes = configuration.cacheBytes
+        let storage = try StorageEngine(directory: configuration.dataDirectory + "/storage", options: storageOptions, logger: logger)
         let hintStorage = try StorageEngine(directory: configuration.dataDirectory + "/hints", options: options, logger: logger)
         let membershipPath = configuration.dataDirectory + "/membership.state"
         // A node that joins through ring servers serves from the configuration it last
