@@ -4,6 +4,7 @@ stream to their new holders while writes go on, and no acknowledged write is los
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
@@ -165,6 +166,14 @@ def test_admin_api_needs_the_token_and_refuses_nonsense(cluster5):
     assert cluster5.admin("GET", "/v1/admin/nothing").status == 404
 
 
+def transfer_keys_received(node) -> float:
+    """A node's `ringstore_transfer_keys_received_total`, 0 before it has any."""
+    for line in node.request("GET", "/metrics").body.decode().splitlines():
+        if line.startswith("ringstore_transfer_keys_received_total "):
+            return float(line.split()[1])
+    return 0
+
+
 def test_a_transfer_interrupted_by_a_crash_resumes(ringstore_bin, cluster5):
     """The joining node is killed while partitions stream to it; the change waits,
     and once the node is back it pulls the rest and the new ring takes effect, with
@@ -180,7 +189,13 @@ def test_a_transfer_interrupted_by_a_crash_resumes(ringstore_bin, cluster5):
         time.sleep(0.05)
     assert cluster5.admin("POST", "/v1/admin/join/n6").status == 200
     assert cluster5.admin("POST", "/v1/admin/commit").status == 202
-    time.sleep(0.2)
+    # Freeze n6 as soon as it has received its first keys (it pulls, so nothing more
+    # arrives), at the latest after 0.2 s, then kill it. A fixed pause alone raced
+    # with transfers that finish within it.
+    deadline = time.monotonic() + 0.2
+    while time.monotonic() < deadline and transfer_keys_received(n6) == 0:
+        time.sleep(0.002)
+    n6.process.send_signal(signal.SIGSTOP)
     n6.kill()
     transition = cluster5.admin("GET", "/v1/admin/status").json()["transition"]
     assert transition is not None and transition["transfers_pending"] > 0, "the transfer finished before the crash; nothing was interrupted"
