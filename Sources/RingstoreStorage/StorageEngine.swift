@@ -102,7 +102,7 @@ public final class StorageEngine: Sendable {
         /// Recent values by record (`StorageOptions.cacheBytes`).
         var cache: ValueCache
         /// Records appended to the active segment and not yet written to its file,
-        /// which holds everything before `unwrittenStart` (see `appendBuffered`).
+        /// which holds everything before `unwrittenStart` (see `writeUnwritten`).
         var unwritten: [UInt8] = []
         var unwrittenStart = 0
     }
@@ -416,7 +416,7 @@ public final class StorageEngine: Sendable {
     /// With `Durability.always` a record is not written to the file when it is
     /// appended but kept in `unwritten` until the syncer writes all that its round
     /// covers just before the fsync: one `pwrite` per group commit rather than one per
-    /// record, and none under the lock writers take to append. Nobody has been told
+    /// record, each of which held the lock every writer takes. Nobody has been told
     /// such a record is durable, and reads find it in memory. It is only appended in
     /// memory where the file already holds zeros (`preallocate`), so writing it cannot
     /// run out of space; a write that fails anyway fails the engine, as an fsync would.

@@ -50,13 +50,6 @@ struct ValueCache {
         bytes -= value.count + Self.entryOverheadBytes
     }
 
-    mutating func removeAll() {
-        values.removeAll()
-        order.removeAll()
-        head = 0
-        bytes = 0
-    }
-
     private mutating func evictOldest() {
         while head < order.count {
             let sequence = order[head]
