@@ -532,13 +532,12 @@ public final class StorageEngine: Sendable {
     /// round should gather before it syncs.
     @discardableResult
     func syncOnce() -> Int {
-        let captured: (UInt64, SegmentFile, UInt64)? = state.withLock { state in
-            do throws(StorageError) { try writeUnwritten(&state) } catch { return nil }
-            return (state.writtenSequence, state.active, state.syncedSequence)
+        let captured: Result<(UInt64, SegmentFile, UInt64), StorageError> = state.withLock { state in
+            do throws(StorageError) { try writeUnwritten(&state) } catch { return .failure(error) }
+            return .success((state.writtenSequence, state.active, state.syncedSequence))
         }
-        guard let (target, file, synced) = captured else {
-            let failure = state.withLock { $0.failure } ?? .closed
-            resumeWaiters(upTo: .max, failure: failure)
+        guard case .success(let (target, file, synced)) = captured else {
+            if case .failure(let error) = captured { resumeWaiters(upTo: .max, failure: error) }
             return 0
         }
         guard target > synced else {

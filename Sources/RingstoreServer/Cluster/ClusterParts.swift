@@ -24,11 +24,11 @@ struct ClusterParts: Sendable {
         let id = NodeID(configuration.nodeID!)
         let identity = try NodeIdentity.loadOrCreate(directory: configuration.dataDirectory, partitionCount: configuration.partitionCount, logger: logger)
         let partitioning = try Partitioning(partitionCount: identity.partitions)
-        let options = StorageOptions(durability: configuration.durability)
-        var storageOptions = options
-        storageOptions.cacheBytes = configuration.cacheBytes
-        let storage = try StorageEngine(directory: configuration.dataDirectory + "/storage", options: storageOptions, logger: logger)
-        let hintStorage = try StorageEngine(directory: configuration.dataDirectory + "/hints", options: options, logger: logger)
+        let storage = try StorageEngine(
+            directory: configuration.dataDirectory + "/storage",
+            options: StorageOptions(durability: configuration.durability, cacheBytes: configuration.cacheBytes), logger: logger)
+        let hintStorage = try StorageEngine(
+            directory: configuration.dataDirectory + "/hints", options: StorageOptions(durability: configuration.durability), logger: logger)
         let membershipPath = configuration.dataDirectory + "/membership.state"
         // A node that joins through ring servers serves from the configuration it last
         // accepted; a static one from the ring of its --peers.
