@@ -247,8 +247,10 @@ public struct NodeEngine: Sendable {
 
     /// The reply to a request this node sent, or why there was none.
     public mutating func peerReplied(_ result: Result<PeerReply, TransportFailure>, operation id: OperationID, from peer: NodeID) -> [NodeDirective] {
-        guard let operation = operations[id] else { return [] }
-        switch operation {
+        // Taken out while it advances, so that its coordinator is not shared with the
+        // table and mutates in place; every case that goes on puts it back.
+        guard let operation = operations.removeValue(forKey: id) else { return [] }
+        switch consume operation {
         case .get(var coordinator, let requester):
             let outcome: Result<StoredObject?, ClientFailure> = switch result {
             case .success(.replicaRead(let object)): .success(object)
@@ -300,13 +302,18 @@ public struct NodeEngine: Sendable {
     /// `storageCompleted` of the same operation); one that does not gets the sends at
     /// `storageCompleted`. Any other operation ignores it.
     public mutating func storageAppended(_ result: StorageResult, operation id: OperationID) -> [NodeDirective] {
-        guard case .put(var coordinator, let requester) = operations[id], coordinator.object == nil,
-              case .object(let object?) = result
-        else { return [] }
-        let directives = appended(object, by: coordinator)
-        let steps = coordinator.onLocalAppended(object)
-        operations[id] = .put(coordinator, requester)
-        return directives + run(steps, of: coordinator, id: id, requester: requester)
+        // Taken out while it advances, as in `peerReplied`.
+        guard case .object(let object?) = result, let operation = operations.removeValue(forKey: id) else { return [] }
+        switch consume operation {
+        case .put(var coordinator, let requester) where coordinator.object == nil:
+            let directives = appended(object, by: coordinator)
+            let steps = coordinator.onLocalAppended(object)
+            operations[id] = .put(coordinator, requester)
+            return directives + run(steps, of: coordinator, id: id, requester: requester)
+        case let other:
+            operations[id] = other
+            return []
+        }
     }
 
     /// What a client write's appended object asks besides its coordinator's steps: a
@@ -324,8 +331,9 @@ public struct NodeEngine: Sendable {
 
     /// A `read` or `write` directive finished.
     public mutating func storageCompleted(_ result: StorageResult, operation id: OperationID) -> [NodeDirective] {
-        guard let operation = operations[id] else { return [] }
-        switch operation {
+        // Taken out while it advances, as in `peerReplied`.
+        guard let operation = operations.removeValue(forKey: id) else { return [] }
+        switch consume operation {
         case .get(var coordinator, let requester):
             let outcome: Result<StoredObject?, ClientFailure> = switch result {
             case .object(let object): .success(object)
@@ -391,8 +399,9 @@ public struct NodeEngine: Sendable {
 
     /// A `startTimer` directive's time is up.
     public mutating func timerFired(_ id: OperationID) -> [NodeDirective] {
-        guard let operation = operations[id] else { return [] }
-        switch operation {
+        // Taken out while it advances, as in `peerReplied`.
+        guard let operation = operations.removeValue(forKey: id) else { return [] }
+        switch consume operation {
         case .get(var coordinator, let requester):
             let steps = coordinator.onTimeout()
             operations[id] = .get(coordinator, requester)
@@ -401,7 +410,8 @@ public struct NodeEngine: Sendable {
             let steps = coordinator.onTimeout()
             operations[id] = .put(coordinator, requester)
             return run(steps, of: coordinator, id: id, requester: requester)
-        default:
+        case let other:
+            operations[id] = other
             return []
         }
     }

@@ -46,7 +46,8 @@ final class HashTrees: Sendable {
         }
 
         mutating func remove(_ id: TreeID, _ storageKey: [UInt8]) {
-            guard byTree[id]?.removeValue(forKey: storageKey) != nil else { return }
+            // Every write of a live value asks; almost always there is nothing to look up.
+            guard count > 0, byTree[id]?.removeValue(forKey: storageKey) != nil else { return }
             count -= 1
             if byTree[id]?.isEmpty == true { byTree[id] = nil }
         }

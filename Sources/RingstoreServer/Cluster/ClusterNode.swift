@@ -481,7 +481,9 @@ public final class ClusterNode: Sendable {
 
     /// The lock that makes `key`'s read-modify-write atomic.
     private func stripe(of key: ItemKey) -> KeyStripe {
-        keyStripes[Int(UInt(bitPattern: key.storageKey.hashValue) % UInt(keyStripes.count))]
+        // A plain loop over the bytes: cheaper than Hasher, which feeds an array to
+        // SipHash one call per byte. Any even spread will do here.
+        keyStripes[Int(StableHash.hash(key.storageKey) % UInt64(keyStripes.count))]
     }
 
     /// Whether this node keeps a hint for `key` (for the tombstone purge's check).
