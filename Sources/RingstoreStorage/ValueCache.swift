@@ -32,8 +32,11 @@ struct ValueCache {
         values[sequence]
     }
 
+    /// What an entry holding `value` counts against the capacity.
+    private static func cost(of value: [UInt8]) -> Int { value.count + entryOverheadBytes }
+
     mutating func insert(_ value: [UInt8], for sequence: UInt64) {
-        let size = value.count + Self.entryOverheadBytes
+        let size = Self.cost(of: value)
         guard size <= capacityBytes, values[sequence] == nil else { return }
         // A copy of exactly the value's size: the caller's array may have room to spare.
         values[sequence] = [UInt8](unsafeUninitializedCapacity: value.count) { buffer, initialized in
@@ -45,19 +48,18 @@ struct ValueCache {
         compactOrderIfSparse()
     }
 
-    mutating func remove(_ sequence: UInt64) {
-        guard let value = values.removeValue(forKey: sequence) else { return }
-        bytes -= value.count + Self.entryOverheadBytes
+    /// Removes the entry of `sequence`; returns whether there was one.
+    @discardableResult
+    mutating func remove(_ sequence: UInt64) -> Bool {
+        guard let value = values.removeValue(forKey: sequence) else { return false }
+        bytes -= Self.cost(of: value)
+        return true
     }
 
     private mutating func evictOldest() {
         while head < order.count {
-            let sequence = order[head]
             head += 1
-            if let value = values.removeValue(forKey: sequence) {
-                bytes -= value.count + Self.entryOverheadBytes
-                return
-            }
+            if remove(order[head - 1]) { return }
         }
     }
 
